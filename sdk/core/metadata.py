@@ -1,0 +1,133 @@
+"""Model metadata: the one description of how a model sees faces.
+
+Trainer, exporter and runtime all read :class:`ModelMeta`: it is saved in every checkpoint, written as the
+JSON sidecar beside every ONNX file and TensorRT engine, and read back by the runtime. Nothing downstream
+guesses preprocessing from tensor shapes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hsst.core.alignment import TEMPLATE_112
+from hsst.core.errors import ModelError
+
+SCHEMA_VERSION = 1
+COLOR_MODES = ("gray", "rgb", "bgr")
+
+
+@dataclass
+class Preprocess:
+    """How an aligned crop becomes the network input: ``(pixel - mean) / std`` in NCHW float32.
+
+    Attributes:
+        color: channel order the network expects: ``gray`` (1 channel), ``rgb`` or ``bgr``.
+        mean: per-channel mean subtracted from 0..255 pixels.
+        std: per-channel divisor.
+        crop_size: side of the aligned square crop (also the network's H and W).
+        template: the 5 alignment points for ``crop_size`` (x, y).
+    """
+
+    color: str = "gray"
+    mean: float = 127.5
+    std: float = 128.0
+    crop_size: int = 112
+    template: List[List[float]] = field(default_factory=lambda: (TEMPLATE_112).tolist())
+
+    def __post_init__(self) -> None:
+        if self.color not in COLOR_MODES:
+            raise ModelError(f"unknown colour mode {self.color!r}; expected one of {COLOR_MODES}")
+        if self.crop_size <= 0 or self.std == 0:
+            raise ModelError(f"invalid preprocessing: crop_size={self.crop_size}, std={self.std}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    @classmethod
+    def for_size(cls, crop_size: int, color: str = "gray", mean: float = 127.5, std: float = 128.0) -> "Preprocess":
+        scaled = (TEMPLATE_112 * (crop_size / 112.0)).tolist()
+        return cls(color=color, mean=mean, std=std, crop_size=crop_size, template=scaled)
+
+
+@dataclass
+class ModelMeta:
+    """Everything a consumer of an embedding model needs besides its weights.
+
+    Attributes:
+        name: model name, e.g. ``hsst-mobilefacenet-112``.
+        arch: backbone registry name (``mobilefacenet``, ``resnet50``).
+        embedding_dim: length of the output embedding.
+        preprocess: input preprocessing.
+        input_name: graph input name (ONNX / TensorRT).
+        output_name: graph output name.
+        output_normalized: whether the graph output is already L2-normalised.
+        thresholds: FAR -> cosine threshold table from evaluation (``{"1e-3": 0.41, ...}``).
+        training: summary of how the model was trained (method, loss, data, iterations).
+        extra: free-form fields added by exporters (opset, precision, TensorRT version, hashes...).
+    """
+
+    name: str = "hsst-mobilefacenet-112"
+    arch: str = "mobilefacenet"
+    embedding_dim: int = 512
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    input_name: str = "input"
+    output_name: str = "embedding"
+    output_normalized: bool = False
+    thresholds: Dict[str, float] = field(default_factory=dict)
+    training: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ModelMeta":
+        data = dict(data)
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise ModelError(f"model metadata schema {version} is newer than this hsst ({SCHEMA_VERSION}); "
+                             "upgrade hsst")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"unknown model metadata fields {sorted(unknown)}")
+        data["preprocess"] = Preprocess(**data.get("preprocess", {}))
+        return cls(**data)
+
+    def save(self, path: Path) -> Path:
+        """Write the metadata as JSON (atomically: a killed process never leaves half a file)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelMeta":
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model metadata not found: {path}; export the model with hsst-export, "
+                             "which writes this sidecar beside the model file")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"cannot read model metadata {path}: {exc}") from exc
+        return cls.from_dict(data)
+
+    def threshold_for_far(self, far: float) -> Optional[float]:
+        """Cosine threshold for a false-accept rate from the evaluation table, or None if absent."""
+        for key, value in self.thresholds.items():
+            if abs(float(key) - far) <= 1e-12 * max(1.0, far):
+                return float(value)
+        return None
+
+
+def sidecar_path(model_path: Path) -> Path:
+    """Where the metadata sidecar of a model file lives: ``model.onnx`` -> ``model.onnx.json``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")

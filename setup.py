@@ -1,0 +1,71 @@
+"""hsst: masked NIR-VIS face recognition for access gates.
+
+Import layout (one package, three source folders that map the architecture):
+
+* ``sdk/``    -> ``hsst``         torch-free runtime and the shared core (numpy, OpenCV, onnxruntime)
+* ``train/``  -> ``hsst.train``   training (torch): models, data, losses, HSST, ``hsst-train``
+* ``export/`` -> ``hsst.export``  ONNX / TensorRT export (torch for ONNX, TensorRT where it imports)
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def _packages(folder: str, prefix: str) -> list[str]:
+    return [prefix] + [f"{prefix}.{p}" for p in find_packages(folder)]
+
+
+PACKAGE_DIR = {"hsst": "sdk", "hsst.train": "train", "hsst.export": "export"}
+PACKAGES = sorted(set(
+    [p for p in _packages("sdk", "hsst") if not p.startswith(("hsst.train", "hsst.export"))]
+    + _packages("train", "hsst.train")
+    + _packages("export", "hsst.export")
+))
+
+RUNTIME = [
+    "numpy>=1.23",
+    "opencv-python>=4.8",
+    "onnxruntime>=1.16",
+    "click>=8.1",
+    "tqdm>=4.64",
+    "pyyaml>=6.0",
+]
+
+setup(
+    name="hsst",
+    version="0.1.0",
+    description="Masked NIR-VIS face recognition for access gates (HSST, MobileFaceNet, ONNX/TensorRT runtime)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.8",
+    package_dir=PACKAGE_DIR,
+    packages=PACKAGES,
+    include_package_data=True,
+    package_data={"hsst": ["assets/*", "assets/**/*"]},
+    install_requires=RUNTIME,
+    extras_require={
+        # torch >= 2.1: torch.func, deterministic CPU kernels and the ONNX exporter options we use.
+        "train": ["torch>=2.1,<3"],
+        "teacher": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],
+        "export": ["torch>=2.1,<3", "onnx>=1.14", "onnxslim>=0.1.30"],
+        # On Jetson, TensorRT and pycuda come from JetPack (use a venv with --system-site-packages).
+        "trt": ["tensorrt>=8.2", "pycuda>=2022.1"],
+        "dev": ["pytest>=7.4", "scipy>=1.10"],
+    },
+    entry_points={
+        "console_scripts": [
+            "hsst-train=hsst.train.cli:main",
+            "hsst-mask=hsst.synth.cli:main",
+            "hsst-eval=hsst.eval.cli:main",
+            "hsst-export=hsst.export.cli:main",
+            "hsst-gate=hsst.runtime.cli:gate",
+            "hsst-identify=hsst.runtime.cli:identify",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

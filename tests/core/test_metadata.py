@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from hsst.core.errors import InputError, ModelError
+from hsst.core.metadata import ModelMeta, Preprocess, sidecar_path
+from hsst.core.preprocess import to_input
+
+
+def test_roundtrip(tmp_path):
+    meta = ModelMeta(thresholds={"0.001": 0.42}, preprocess=Preprocess.for_size(144, color="rgb"))
+    path = meta.save(tmp_path / "m.json")
+    assert ModelMeta.load(path) == meta
+    assert meta.threshold_for_far(1e-3) == pytest.approx(0.42)
+    assert sidecar_path(tmp_path / "m.onnx").name == "m.onnx.json"
+
+
+def test_unknown_fields_and_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="unknown"):
+        ModelMeta.from_dict({"bogus": 1})
+    with pytest.raises(ModelError, match="not found"):
+        ModelMeta.load(tmp_path / "missing.json")
+
+
+def test_to_input_gray_and_rgb():
+    bgr = np.zeros((112, 112, 3), np.uint8)
+    bgr[..., 2] = 255  # red
+    gray = to_input([bgr], Preprocess(color="gray"))
+    assert gray.shape == (1, 1, 112, 112) and gray.dtype == np.float32
+    rgb = to_input([bgr], Preprocess(color="rgb"))
+    assert rgb[0, 0, 0, 0] == pytest.approx((255 - 127.5) / 128)
+    assert rgb[0, 2, 0, 0] == pytest.approx(-127.5 / 128)
+
+
+def test_to_input_rejects_wrong_size():
+    with pytest.raises(InputError, match="expects 112x112"):
+        to_input([np.zeros((100, 100), np.uint8)], Preprocess())
