@@ -1,0 +1,132 @@
+"""Chunked probe x gallery scoring that keeps memory bounded at any scale.
+
+A 50k x 50k comparison has 2.5e9 scores (10 GB as float32). We only need: every genuine score, the count of
+impostor scores, the top impostor scores down to the smallest FAR reported (exact thresholds), a fine
+histogram of all impostor scores (for the ROC plot) and the per-probe identity ranking (Rank-1 / CMC).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hsst.core.errors import InputError
+from hsst.eval.metrics import DEFAULT_FARS, format_far
+
+HIST_BINS = np.linspace(-1.0, 1.0, 4001)
+
+
+def _check_embeddings(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise InputError(f"{name} must be a non-empty (N, D) array, got shape {x.shape}")
+    return x
+
+
+def identity_templates(embeddings: np.ndarray, labels: np.ndarray):
+    """Per-identity templates: the mean of L2-normalised embeddings, renormalised.
+
+    Returns:
+        ``(templates (I, D) float32, identity_labels (I,))``.
+    """
+    embeddings = _check_embeddings(embeddings, "embeddings")
+    labels = np.asarray(labels)
+    normed = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    identities = np.unique(labels)
+    templates = np.stack([normed[labels == i].mean(0) for i in identities])
+    templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), 1e-12)
+    return templates.astype(np.float32), identities
+
+
+@dataclass
+class ScoreSummary:
+    """What an identification + verification evaluation needs from all probe x gallery scores."""
+
+    genuine: np.ndarray
+    impostor_top: np.ndarray  # the largest impostor scores, descending
+    impostor_count: int
+    impostor_hist: np.ndarray  # counts over HIST_BINS
+    cmc: np.ndarray
+    probe_ranks: np.ndarray
+
+    def threshold_at_far(self, far: float) -> float:
+        allowed = int(np.floor(far * self.impostor_count + 1e-9))
+        if allowed >= self.impostor_top.size:
+            if allowed < self.impostor_count:
+                raise InputError(f"FAR {far} needs more impostor scores than were kept; raise max_far")
+            return float(self.impostor_top[-1])
+        return float(np.nextafter(self.impostor_top[allowed], np.inf))
+
+    def verification_rate(self, far: float):
+        t = self.threshold_at_far(far)
+        return float(np.mean(self.genuine >= t)), t
+
+    def threshold_table(self, fars=DEFAULT_FARS) -> Dict[str, Dict[str, float]]:
+        table = {}
+        for far in fars:
+            if far * self.impostor_count < 1 or far > 0.1 + 1e-12:
+                continue
+            vr, t = self.verification_rate(far)
+            table[format_far(far)] = {"threshold": t, "vr": vr}
+        return table
+
+    def roc_from_hist(self):
+        """Approximate ROC (FAR, TAR) on the histogram grid, for plotting only."""
+        imp_ge = np.cumsum(self.impostor_hist[::-1])[::-1] / max(self.impostor_count, 1)
+        edges = HIST_BINS[:-1]
+        gen_sorted = np.sort(self.genuine)
+        tar = (gen_sorted.size - np.searchsorted(gen_sorted, edges, side="left")) / gen_sorted.size
+        return imp_ge, tar
+
+
+def score_all(probes: np.ndarray, probe_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+              max_far: float = 0.1, max_rank: int = 10, chunk: int = 2048) -> ScoreSummary:
+    """Cosine-score every probe against every gallery entry in chunks.
+
+    Args:
+        probes: (P, D) embeddings (normalised here).
+        probe_labels: (P,) identity labels.
+        gallery: (G, D) embeddings or identity templates.
+        gallery_labels: (G,) identity labels (repeat for per-image galleries).
+        max_far: the largest FAR whose exact threshold must be available.
+        max_rank: CMC length.
+        chunk: probes per chunk (memory is ``chunk * G`` floats).
+    """
+    probes = _check_embeddings(probes, "probes")
+    gallery = _check_embeddings(gallery, "gallery")
+    if probes.shape[1] != gallery.shape[1]:
+        raise InputError(f"probe dim {probes.shape[1]} != gallery dim {gallery.shape[1]}")
+    probe_labels, gallery_labels = np.asarray(probe_labels), np.asarray(gallery_labels)
+    missing = np.setdiff1d(probe_labels, gallery_labels)
+    if missing.size:
+        raise InputError(f"{missing.size} probe identities are not in the gallery, e.g. {missing[:3].tolist()}")
+    probes = probes / np.maximum(np.linalg.norm(probes, axis=1, keepdims=True), 1e-12)
+    gallery = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
+    identities, id_of_entry = np.unique(gallery_labels, return_inverse=True)
+    n_impostor = int(sum(np.sum(gallery_labels != lab) for lab in probe_labels))
+    keep = int(np.ceil(max_far * n_impostor)) + 1
+    genuine: List[np.ndarray] = []
+    top = np.empty(0, dtype=np.float32)
+    hist = np.zeros(HIST_BINS.size - 1, dtype=np.int64)
+    ranks = np.empty(probes.shape[0], dtype=np.int64)
+    for start in range(0, probes.shape[0], chunk):
+        stop = min(start + chunk, probes.shape[0])
+        scores = probes[start:stop] @ gallery.T
+        same = probe_labels[start:stop, None] == gallery_labels[None, :]
+        genuine.append(scores[same])
+        imp = scores[~same]
+        hist += np.histogram(np.clip(imp, -1, 1), HIST_BINS)[0]
+        merged = np.concatenate([top, imp])
+        if merged.size > keep:
+            merged = np.partition(merged, merged.size - keep)[merged.size - keep:]
+        top = merged
+        per_id = np.full((stop - start, identities.size), -np.inf, dtype=np.float32)
+        for j in range(identities.size):
+            per_id[:, j] = scores[:, id_of_entry == j].max(axis=1)
+        true_col = np.searchsorted(identities, probe_labels[start:stop])
+        true_score = per_id[np.arange(stop - start), true_col]
+        ranks[start:stop] = (per_id >= true_score[:, None]).sum(axis=1)
+    cmc = (ranks[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(axis=0)
+    return ScoreSummary(genuine=np.concatenate(genuine).astype(np.float64), impostor_top=np.sort(top)[::-1].astype(np.float64),
+                        impostor_count=n_impostor, impostor_hist=hist, cmc=cmc, probe_ranks=ranks)

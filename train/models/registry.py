@@ -1,0 +1,94 @@
+"""Backbone registry and the one factory (timm style).
+
+A backbone is registered by decorating its constructor function; the function name is the registry name::
+
+    @register_backbone
+    def mobilefacenet(input_size=112, embedding_dim=512, in_chans=1, **kwargs) -> Backbone: ...
+
+    @register_backbone(aliases=("iresnet50",))
+    def resnet50(...): ...
+
+    model = create_backbone("mobilefacenet", input_size=144, in_chans=1)
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+from torch import nn
+
+from hsst.core.errors import ConfigError
+from hsst.train.models.base import check_backbone_args
+
+_BACKBONES: Dict[str, Callable[..., nn.Module]] = {}
+_ALIASES: Dict[str, str] = {}
+
+BackboneFn = Callable[..., nn.Module]
+
+
+def register_backbone(fn: Optional[BackboneFn] = None, *, name: Optional[str] = None,
+                      aliases: Sequence[str] = ()) -> Union[BackboneFn, Callable[[BackboneFn], BackboneFn]]:
+    """Register a backbone constructor under its function name (or ``name``), with optional aliases.
+
+    Usable bare (``@register_backbone``) or with arguments (``@register_backbone(aliases=("x",))``).
+    """
+
+    def decorate(func: BackboneFn) -> BackboneFn:
+        key = (name or func.__name__).lower()
+        for k in (key, *[a.lower() for a in aliases]):
+            if k in _BACKBONES or k in _ALIASES:
+                raise ConfigError(f"backbone name {k!r} is already registered")
+        _BACKBONES[key] = func
+        for alias in aliases:
+            _ALIASES[alias.lower()] = key
+        return func
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def list_backbones(include_aliases: bool = False) -> List[str]:
+    """Registered backbone names, sorted (aliases too when asked)."""
+    names = set(_BACKBONES)
+    if include_aliases:
+        names |= set(_ALIASES)
+    return sorted(names)
+
+
+def resolve_backbone_name(name: str) -> str:
+    """Canonical registry name of ``name`` (alias or name, any case); :class:`ConfigError` if unknown."""
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    if key not in _BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones(True))}")
+    return key
+
+
+def create_backbone(name: str, input_size: int = 112, embedding_dim: int = 512, in_chans: int = 1,
+                    **kwargs) -> nn.Module:
+    """Build a registered backbone.
+
+    Args:
+        name: registry name or alias (``mobilefacenet``, ``resnet50`` / ``iresnet50``).
+        input_size: side of the square aligned crop (multiple of 16: 112, 144...).
+        embedding_dim: embedding length.
+        in_chans: 1 for gray / NIR input, 3 for RGB.
+        **kwargs: backbone-specific options (e.g. ``dropout`` for ``resnet50``).
+
+    Returns:
+        The network (train mode) with ``arch`` set to the canonical registry name.
+
+    Raises:
+        ConfigError: unknown name, invalid size/channels or an option the backbone does not take.
+    """
+    key = resolve_backbone_name(name)
+    check_backbone_args(input_size, embedding_dim, in_chans)
+    fn = _BACKBONES[key]
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            options = sorted(set(params) - {"input_size", "embedding_dim", "in_chans"})
+            raise ConfigError(f"backbone {key!r} does not take option(s) {unknown}; its options are {options}")
+    model = fn(input_size=input_size, embedding_dim=embedding_dim, in_chans=in_chans, **kwargs)
+    model.arch = key
+    return model
