@@ -131,3 +131,47 @@ def sidecar_path(model_path: Path) -> Path:
     """Where the metadata sidecar of a model file lives: ``model.onnx`` -> ``model.onnx.json``."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + ".json")
+
+
+def _version_tuple(version: str) -> tuple:
+    parts = []
+    for piece in str(version).split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def check_engine_compat(sidecar: Any, trt_version: str, device_name: str) -> None:
+    """Raise :class:`ModelError` unless a TensorRT engine may be loaded with this TensorRT on this GPU.
+
+    Engines are not portable: TensorRT refuses ("Version tag does not match") or misbehaves with an engine
+    serialised by another TensorRT release or tuned for another GPU model. The engine's sidecar records both.
+
+    Args:
+        sidecar: the engine's :class:`ModelMeta` (``extra["tensorrt"]``) or its JSON dict (``tensorrt`` at the
+            top level or under ``extra``).
+        trt_version: ``tensorrt.__version__`` of this process, e.g. ``"10.3.0.30"``.
+        device_name: this GPU's name as the exporter records it (CUDA device name, e.g. ``"Orin"``).
+
+    Rules: same TensorRT major.minor.patch (same major only when built with ``version_compatible``), same GPU
+    name (any GPU when built with ``hardware_compatible``, which TensorRT supports on Ampere and newer).
+    """
+    extra = sidecar.extra if isinstance(sidecar, ModelMeta) else dict(sidecar or {}).get("extra", sidecar) or {}
+    info = extra.get("tensorrt") if isinstance(extra, dict) else None
+    if not info and isinstance(sidecar, dict):
+        info = sidecar.get("tensorrt")
+    if not isinstance(info, dict) or not info.get("version"):
+        raise ModelError("the engine's sidecar has no TensorRT build record (extra.tensorrt.version); it was not "
+                         "written by hsst-export: rebuild the engine on this device with hsst-export --trt")
+    built, here = str(info["version"]), str(trt_version)
+    rebuild = (" Rebuild the engine on this device: hsst-export --trt --weights <checkpoint> (or the trtexec "
+               "command in docs/EXPORT.md); engines are not portable across TensorRT versions or GPU models.")
+    same_version = _version_tuple(built) == _version_tuple(here)
+    if info.get("version_compatible"):
+        same_version = _version_tuple(built)[0] == _version_tuple(here)[0] and \
+            _version_tuple(here) >= _version_tuple(built)
+    if not same_version:
+        raise ModelError(f"engine built with TensorRT {built} cannot be loaded by TensorRT {here}." + rebuild)
+    built_dev = str(info.get("device_name", "")).strip()
+    if built_dev and not info.get("hardware_compatible") and built_dev != str(device_name).strip():
+        raise ModelError(f"engine built for GPU {built_dev!r} cannot run on {str(device_name).strip()!r}." + rebuild)

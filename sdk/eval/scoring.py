@@ -6,7 +6,7 @@ histogram of all impostor scores (for the ROC plot) and the per-probe identity r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -15,6 +15,8 @@ from hsst.core.errors import InputError
 from hsst.eval.metrics import DEFAULT_FARS, format_far
 
 HIST_BINS = np.linspace(-1.0, 1.0, 4001)
+#: Score given to the genuine comparisons of a probe without an embedding: below every cosine, always rejected.
+FAILED_SCORE = -2.0
 
 
 def _check_embeddings(x: np.ndarray, name: str) -> np.ndarray:
@@ -62,14 +64,57 @@ class ScoreSummary:
         t = self.threshold_at_far(far)
         return float(np.mean(self.genuine >= t)), t
 
+    def resolves(self, far: float) -> bool:
+        """Whether the kept impostor scores give the exact threshold at ``far``."""
+        allowed = int(np.floor(far * self.impostor_count + 1e-9))
+        return far * self.impostor_count >= 1 and (allowed < self.impostor_top.size or
+                                                   allowed >= self.impostor_count)
+
     def threshold_table(self, fars=DEFAULT_FARS) -> Dict[str, Dict[str, float]]:
+        """FAR -> threshold / VR for the FARs the impostor count and the kept scores resolve (at most 0.1)."""
         table = {}
         for far in fars:
-            if far * self.impostor_count < 1 or far > 0.1 + 1e-12:
+            if far > 0.1 + 1e-12 or not self.resolves(far):
                 continue
             vr, t = self.verification_rate(far)
             table[format_far(far)] = {"threshold": t, "vr": vr}
         return table
+
+    def with_failures(self, failed_probes: int, failed_genuine: int) -> "ScoreSummary":
+        """The summary once probes that produced no embedding (no face, unreadable) are counted as failures.
+
+        A failed probe is a miss at every rank, and each of its ``failed_genuine`` genuine comparisons is
+        rejected at every threshold (scored below any cosine); it adds no impostor comparison, since a probe
+        without a face can never be falsely accepted.
+        """
+        if failed_probes < 0 or failed_genuine < 0:
+            raise InputError("failure counts must be >= 0")
+        if failed_probes == 0 and failed_genuine == 0:
+            return self
+        ranks = np.concatenate([self.probe_ranks, np.full(failed_probes, np.iinfo(np.int64).max, np.int64)])
+        ks = np.arange(1, self.cmc.size + 1)
+        return ScoreSummary(genuine=np.concatenate([self.genuine, np.full(failed_genuine, FAILED_SCORE)]),
+                            impostor_top=self.impostor_top, impostor_count=self.impostor_count,
+                            impostor_hist=self.impostor_hist,
+                            cmc=(ranks[:, None] <= ks[None, :]).mean(axis=0), probe_ranks=ranks)
+
+    def roc_points(self, fars: np.ndarray) -> np.ndarray:
+        """TAR at each FAR of ``fars``: exact where the kept impostor scores resolve it, else from the histogram.
+
+        FARs below ``1 / impostor_count`` get NaN (not measurable with this many impostor comparisons).
+        """
+        far_hist, tar_hist = self.roc_from_hist()
+        out = np.full(len(fars), np.nan)
+        for i, far in enumerate(fars):
+            if far * self.impostor_count < 1:
+                continue
+            allowed = int(np.floor(far * self.impostor_count + 1e-9))
+            if allowed < self.impostor_top.size:
+                out[i] = self.verification_rate(far)[0]
+            else:
+                ok = far_hist <= far + 1e-12
+                out[i] = float(tar_hist[ok].max()) if ok.any() else 0.0
+        return out
 
     def roc_from_hist(self):
         """Approximate ROC (FAR, TAR) on the histogram grid, for plotting only."""
@@ -81,7 +126,7 @@ class ScoreSummary:
 
 
 def score_all(probes: np.ndarray, probe_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-              max_far: float = 0.1, max_rank: int = 10, chunk: int = 2048) -> ScoreSummary:
+              max_far: float = 0.1, max_rank: int = 10, chunk: Optional[int] = None) -> ScoreSummary:
     """Cosine-score every probe against every gallery entry in chunks.
 
     Args:
@@ -91,7 +136,7 @@ def score_all(probes: np.ndarray, probe_labels: np.ndarray, gallery: np.ndarray,
         gallery_labels: (G,) identity labels (repeat for per-image galleries).
         max_far: the largest FAR whose exact threshold must be available.
         max_rank: CMC length.
-        chunk: probes per chunk (memory is ``chunk * G`` floats).
+        chunk: probes per chunk (memory is a few times ``chunk * G`` floats; None: about 16M scores a chunk).
     """
     probes = _check_embeddings(probes, "probes")
     gallery = _check_embeddings(gallery, "gallery")
@@ -103,9 +148,15 @@ def score_all(probes: np.ndarray, probe_labels: np.ndarray, gallery: np.ndarray,
         raise InputError(f"{missing.size} probe identities are not in the gallery, e.g. {missing[:3].tolist()}")
     probes = probes / np.maximum(np.linalg.norm(probes, axis=1, keepdims=True), 1e-12)
     gallery = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
-    identities, id_of_entry = np.unique(gallery_labels, return_inverse=True)
-    n_impostor = int(sum(np.sum(gallery_labels != lab) for lab in probe_labels))
+    identities, id_of_entry, per_identity = np.unique(gallery_labels, return_inverse=True, return_counts=True)
+    # gallery columns grouped by identity, so the best entry per identity is one reduceat per chunk
+    order = np.argsort(id_of_entry, kind="stable")
+    gallery, gallery_labels, id_of_entry = gallery[order], gallery_labels[order], id_of_entry[order]
+    starts = np.concatenate([[0], np.cumsum(per_identity)[:-1]])
+    n_genuine = int(per_identity[np.searchsorted(identities, probe_labels)].sum())
+    n_impostor = probes.shape[0] * gallery.shape[0] - n_genuine
     keep = int(np.ceil(max_far * n_impostor)) + 1
+    chunk = chunk or max(1, min(4096, (1 << 24) // max(gallery.shape[0], 1)))
     genuine: List[np.ndarray] = []
     top = np.empty(0, dtype=np.float32)
     hist = np.zeros(HIST_BINS.size - 1, dtype=np.int64)
@@ -121,9 +172,7 @@ def score_all(probes: np.ndarray, probe_labels: np.ndarray, gallery: np.ndarray,
         if merged.size > keep:
             merged = np.partition(merged, merged.size - keep)[merged.size - keep:]
         top = merged
-        per_id = np.full((stop - start, identities.size), -np.inf, dtype=np.float32)
-        for j in range(identities.size):
-            per_id[:, j] = scores[:, id_of_entry == j].max(axis=1)
+        per_id = np.maximum.reduceat(scores, starts, axis=1)
         true_col = np.searchsorted(identities, probe_labels[start:stop])
         true_score = per_id[np.arange(stop - start), true_col]
         ranks[start:stop] = (per_id >= true_score[:, None]).sum(axis=1)

@@ -30,7 +30,7 @@ Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 _NIR_TRANSFORMS: Dict[str, Callable[..., Transform]] = {}
 #: Modules imported on a registry miss, so transforms registered there resolve without an explicit import.
 #: Registrations belong on the train side (``hsst`` itself never imports ``hsst.train``); add their module here.
-NIR_TRANSFORM_PROVIDERS: Tuple[str, ...] = ()
+NIR_TRANSFORM_PROVIDERS: Tuple[str, ...] = ("hsst.train.data.synth_transforms",)
 
 
 class Identity:

@@ -1,0 +1,208 @@
+"""Aligned face crops for parity checks and INT8 calibration, and the TensorRT entropy calibrator.
+
+:class:`FaceImageFolder` reads a folder of aligned crops (recursively) the way the model's metadata says,
+skipping and reporting files that are not usable images. The same faces feed the ONNX parity gate, the
+TensorRT accuracy gate, onnxruntime INT8 calibration and TensorRT INT8 calibration.
+
+:func:`make_entropy_calibrator` builds an ``IInt8EntropyCalibrator2`` (TensorRT 8.x-10.x; TensorRT 11 has no
+calibrators and takes Q/DQ ONNX instead) whose cache is written after the first calibration and reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Union
+
+import cv2
+import numpy as np
+
+from hsst.core.errors import DatasetError, ImageReadError, InputError
+from hsst.core.image import IMAGE_SUFFIXES, read_image
+from hsst.core.metadata import Preprocess
+from hsst.core.preprocess import to_input
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SkippedImage", "FaceImageFolder", "fit_crop", "calibration_cache_path", "make_entropy_calibrator"]
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """A file the loader could not use, and why."""
+
+    path: Path
+    reason: str
+
+
+def fit_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Bring a crop to ``size`` x ``size``: centre square crop, then resize (area down, linear up).
+
+    Crops made by :func:`hsst.core.alignment.align_face` at the model's size pass through untouched.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    square = image[y0:y0 + side, x0:x0 + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interp)
+
+
+class FaceImageFolder:
+    """Aligned face crops below ``root`` (any depth), read for a model's :class:`Preprocess`.
+
+    Args:
+        root: folder of aligned crops (``.jpg``, ``.png``, ``.pgm``... any of ``IMAGE_SUFFIXES``).
+        pre: the model's preprocessing (crop size, colour).
+        limit: use at most this many files, spread evenly over the sorted list (covers all identities of
+            an ``<id>/<img>`` layout instead of the first few).
+
+    Attributes:
+        files: the files considered.
+        skipped: files that could not be read, with the reason (filled by :meth:`crops`).
+    """
+
+    def __init__(self, root: Union[str, Path], pre: Preprocess, limit: Optional[int] = None) -> None:
+        self.root = Path(root)
+        self.pre = pre
+        if not self.root.is_dir():
+            raise DatasetError(f"face folder not found: {self.root}; pass --data DIR with aligned face crops")
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}; pass --data DIR "
+                               "with aligned face crops")
+        if limit is not None and 0 < limit < len(files):
+            idx = np.linspace(0, len(files) - 1, num=limit).round().astype(int)
+            files = [files[i] for i in sorted(set(idx.tolist()))]
+        self.files: List[Path] = files
+        self.skipped: List[SkippedImage] = []
+        self._crops: Optional[List[np.ndarray]] = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def fingerprint(self) -> str:
+        """Short hash of the file list (relative names and sizes): names calibration caches."""
+        digest = hashlib.sha256()
+        for path in self.files:
+            digest.update(f"{path.relative_to(self.root).as_posix()}:{path.stat().st_size}\n".encode())
+        return digest.hexdigest()[:8]
+
+    def crops(self) -> List[np.ndarray]:
+        """The usable crops (``crop_size`` square, as stored: gray or BGR); bad files skipped and reported.
+
+        Raises:
+            DatasetError: no file could be used.
+        """
+        if self._crops is not None:
+            return self._crops
+        crops, skipped = [], []
+        size = self.pre.crop_size
+        for path in self.files:
+            try:
+                image = read_image(path)
+                crops.append(fit_crop(image, size))
+            except (ImageReadError, InputError, cv2.error) as exc:
+                skipped.append(SkippedImage(path, str(exc)))
+        self.skipped = skipped
+        if skipped:
+            shown = "; ".join(f"{s.path.name}: {s.reason}" for s in skipped[:5])
+            logger.warning("skipped %d of %d images under %s (%s%s)", len(skipped), len(self.files), self.root,
+                           shown, "; ..." if len(skipped) > 5 else "")
+        if not crops:
+            raise DatasetError(f"none of the {len(self.files)} images under {self.root} could be read; "
+                               f"first problem: {skipped[0].reason}")
+        self._crops = crops
+        return crops
+
+    def tensor(self) -> np.ndarray:
+        """All usable crops as one (N, C, S, S) float32 network input."""
+        return to_input(self.crops(), self.pre)
+
+    def batches(self, batch_size: int, drop_last: bool = True) -> Iterator[np.ndarray]:
+        """Network-input batches of ``batch_size`` (C-contiguous float32).
+
+        Args:
+            batch_size: faces per batch.
+            drop_last: leave out a final partial batch (TensorRT calibration with a static batch needs full
+                batches).
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        crops = self.crops()
+        stop = len(crops) - len(crops) % batch_size if drop_last else len(crops)
+        if stop == 0:
+            raise DatasetError(f"{len(crops)} usable faces under {self.root} are fewer than one batch of "
+                               f"{batch_size}; add faces or lower --batch")
+        for start in range(0, stop, batch_size):
+            yield np.ascontiguousarray(to_input(crops[start:start + batch_size], self.pre))
+
+
+def calibration_cache_path(out_dir: Union[str, Path], stem: str, model_sha256: str, data: FaceImageFolder) -> Path:
+    """``<out>/<stem>.<model hash>-<data hash>.calib``: reused only for the same model and the same faces."""
+    return Path(out_dir) / f"{stem}.{model_sha256[:8]}-{data.fingerprint()}.calib"
+
+
+def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, cache_path: Union[str, Path],
+                            cuda: Any) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over aligned faces (TensorRT 8.x-10.x).
+
+    Args:
+        trt: the imported ``tensorrt`` module.
+        data: calibration faces.
+        batch_size: faces per calibration batch (the engine's max batch or the profile's opt).
+        cache_path: calibration cache; read if it exists (no calibration run), written after calibrating.
+        cuda: a :class:`hsst.export.trt_runtime.CudaApi` for the device buffer.
+
+    Returns:
+        The calibrator, to assign to ``config.int8_calibrator``.
+    """
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise InputError(f"TensorRT {trt.__version__} has no calibrators (TensorRT 11 builds INT8 from Q/DQ "
+                         "ONNX only); hsst-export --trt --int8 writes that Q/DQ ONNX for you")
+    cache_path = Path(cache_path)
+
+    class _FaceCalibrator(trt.IInt8EntropyCalibrator2):
+        """Feeds calibration batches from device memory; caches the scales."""
+
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches = data.batches(batch_size) if not cache_path.is_file() else iter(())
+            c, s = data.pre.channels, data.pre.crop_size
+            self._nbytes = batch_size * c * s * s * 4
+            self._device = cuda.malloc(self._nbytes) if not cache_path.is_file() else None
+            self.count = 0
+
+        def get_batch_size(self) -> int:
+            return batch_size
+
+        def get_batch(self, names: List[str]) -> Optional[List[int]]:  # noqa: ARG002  (one input)
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            cuda.memcpy_htod(self._device, batch, self._nbytes)
+            self.count += batch.shape[0]
+            return [int(self._device)]
+
+        def read_calibration_cache(self) -> Optional[bytes]:
+            if cache_path.is_file():
+                logger.info("reusing INT8 calibration cache %s", cache_path)
+                return cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            tmp = cache_path.with_name(cache_path.name + f".{os.getpid()}.tmp")
+            tmp.write_bytes(bytes(cache))
+            tmp.replace(cache_path)
+            logger.info("wrote INT8 calibration cache %s (%d faces)", cache_path, self.count)
+
+        def free(self) -> None:
+            if self._device is not None:
+                cuda.free(self._device)
+                self._device = None
+
+    return _FaceCalibrator()

@@ -1,0 +1,131 @@
+"""The JSON sidecar beside every exported file: :class:`~hsst.core.metadata.ModelMeta` plus export facts.
+
+``model.onnx`` -> ``model.onnx.json``, ``m.8.10300.gpu.fp16.engine`` -> ``m.8.10300.gpu.fp16.engine.json``.
+The sidecar IS the model's ModelMeta (preprocessing, alignment template, embedding size, normalisation,
+FAR -> threshold table, training summary) with the exporter's facts in ``extra``:
+
+``format``, ``file``, ``sha256``, ``size_bytes``, ``input`` / ``output`` (name, shape, layout, dtype), ``batch``
+(dynamic, min/opt/max), ``opset``, ``simplified``, ``precision``, ``source`` (checkpoint name and hash),
+``versions`` (hsst, python, torch, onnx, onnxruntime, onnxslim, tensorrt), ``exported_at``, ``status``
+(``ok`` / ``failed``), ``parity`` (the gate's report) and, for engines, ``tensorrt`` (version, device,
+device_name, builder, workspace, profile; what :func:`check_engine_compat` reads).
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import importlib.metadata as _md
+import platform
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
+
+__all__ = ["file_sha256", "library_versions", "make_sidecar", "write_sidecar", "read_sidecar", "sidecar_path",
+           "check_engine_compat", "failed_path"]
+
+_LIBRARIES = ("hsst", "torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy", "opencv-python")
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of Python and the export libraries that are installed (absent ones are left out)."""
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            continue
+    if "tensorrt" not in versions:  # JetPack installs TensorRT as a system package without dist metadata
+        try:
+            import tensorrt  # noqa: F401  (optional)
+
+            versions["tensorrt"] = str(tensorrt.__version__)
+        except Exception:  # ImportError, or a broken CUDA install raising OSError
+            pass
+    return versions
+
+
+def failed_path(path: Union[str, Path]) -> Path:
+    """Where a file that failed its accuracy gate is kept: ``model.onnx`` -> ``model.onnx.failed``.
+
+    The runtime never loads it under that name; it stays for inspection (polygraphy, netron).
+    """
+    path = Path(path)
+    return path.with_name(path.name + ".failed")
+
+
+def make_sidecar(meta: ModelMeta, model_path: Union[str, Path], fmt: str, input_shape: Sequence[Any],
+                 output_shape: Sequence[Any], normalized: bool, **facts: Any) -> ModelMeta:
+    """A copy of ``meta`` describing the exported file ``model_path``.
+
+    Args:
+        meta: the model's metadata (from its checkpoint; thresholds and training summary are kept).
+        model_path: the exported file (hashed now).
+        fmt: ``onnx``, ``onnx-int8`` or ``engine``.
+        input_shape: graph input shape, ``"batch"`` for a symbolic batch dimension.
+        output_shape: graph output shape.
+        normalized: whether the graph output is L2-normalised.
+        **facts: more ``extra`` fields (opset, precision, batch, parity, tensorrt, source...).
+    """
+    model_path = Path(model_path)
+    out = copy.deepcopy(meta)
+    out.output_normalized = bool(normalized)
+    extra = dict(out.extra)
+    extra.update({
+        "format": fmt,
+        "file": model_path.name,
+        "sha256": file_sha256(model_path),
+        "size_bytes": model_path.stat().st_size,
+        "input": {"name": meta.input_name, "shape": list(input_shape), "layout": "NCHW", "dtype": "float32",
+                  "color": meta.preprocess.color},
+        "output": {"name": meta.output_name, "shape": list(output_shape), "dtype": "float32",
+                   "l2_normalized": bool(normalized)},
+        "versions": library_versions(),
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "status": "ok",
+    })
+    extra.update(facts)
+    out.extra = extra
+    return out
+
+
+def write_sidecar(meta: ModelMeta, model_path: Union[str, Path]) -> Path:
+    """Write ``meta`` as ``<model_path>.json`` (atomic); returns the sidecar path."""
+    return meta.save(sidecar_path(Path(model_path)))
+
+
+def read_sidecar(model_path: Union[str, Path]) -> ModelMeta:
+    """Read the sidecar of an exported file (``ModelMeta.load`` of ``<model_path>.json``)."""
+    return ModelMeta.load(sidecar_path(Path(model_path)))
+
+
+def mark_failed(model_path: Union[str, Path], meta: ModelMeta, reason: str,
+                report: Optional[Dict[str, Any]] = None) -> Path:
+    """Rename a file that failed its gate to ``<file>.failed`` with a ``.failed.json`` sidecar saying why.
+
+    Returns:
+        The new path of the model file.
+    """
+    model_path = Path(model_path)
+    dest = failed_path(model_path)
+    if model_path.exists():
+        model_path.replace(dest)
+    old_sidecar = sidecar_path(model_path)
+    if old_sidecar.exists():
+        old_sidecar.unlink()
+    failed = copy.deepcopy(meta)
+    failed.extra = dict(failed.extra, status="failed", failure=reason, file=dest.name)
+    if report is not None:
+        failed.extra["parity"] = report
+    write_sidecar(failed, dest)
+    return dest

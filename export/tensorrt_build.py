@@ -1,0 +1,327 @@
+"""ONNX -> TensorRT engine with the TensorRT Python API, across the three API generations found on Jetsons.
+
+=========  ===============================  ===========================================================
+api        TensorRT                          what differs
+=========  ===============================  ===========================================================
+``8.2``    8.0-8.4 (Nano, JetPack 4.6)       bindings runtime API; ``max_workspace_size`` before 8.4;
+                                             explicit-batch network flag; no fast INT8 on the Nano
+``8.5``    8.5-10.x (JetPack 5, 6)           named tensors; ``set_memory_pool_limit``; INT8 by
+                                             ``IInt8EntropyCalibrator2`` (deprecated since 10.1, working)
+``11``     11.x                              strongly typed only: no FP16/INT8 flags, no calibrators;
+                                             FP16 from an AutoCast ONNX, INT8 from a Q/DQ ONNX
+=========  ===============================  ===========================================================
+
+The engine file holds plain TensorRT bytes (trtexec and C++ loaders read it); everything else is in its
+JSON sidecar. A timing cache per TensorRT version and GPU makes rebuilds fast.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+from hsst.core.errors import ConfigError, ModelError
+from hsst.export.calibration import FaceImageFolder, make_entropy_calibrator
+from hsst.export.trt_runtime import CudaApi, cuda_device_name, import_tensorrt
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["api_generation", "trt_version_tag", "device_tag", "engine_filename", "timing_cache_path",
+           "EngineBuildConfig", "EngineBuild", "build_engine", "onnx_has_qdq", "autocast_fp16_command"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _version(version: str) -> Tuple[int, int, int]:
+    nums = [int(re.sub(r"\D.*", "", p) or 0) for p in str(version).split(".")[:3]]
+    return tuple(nums + [0] * (3 - len(nums)))  # type: ignore[return-value]
+
+
+def api_generation(version: str) -> str:
+    """``8.2`` (TensorRT < 8.5: bindings), ``8.5`` (8.5-10.x: named tensors, calibrators) or ``11``."""
+    major, minor, _ = _version(version)
+    if major >= 11:
+        return "11"
+    if major < 8:
+        raise ConfigError(f"TensorRT {version} is older than 8.0, which hsst does not support; use JetPack >= 4.6")
+    return "8.5" if (major, minor) >= (8, 5) else "8.2"
+
+
+def trt_version_tag(version: str) -> str:
+    """Compact version for file names, as ``NV_TENSORRT_VERSION`` (8.2.1 -> ``8201``, 10.3.0 -> ``100300``)."""
+    major, minor, patch = _version(version)
+    if major >= 10:
+        return str(major * 10000 + minor * 100 + patch)
+    return str(major * 1000 + minor * 100 + patch)
+
+
+def device_tag(device: Tuple[str, Optional[int]]) -> str:
+    """``("gpu", None)`` -> ``gpu``; ``("dla", 1)`` -> ``dla1``."""
+    kind, core = device
+    return "gpu" if kind == "gpu" else f"dla{core}"
+
+
+def engine_filename(model: str, max_batch: int, trt_version: str, device: Union[str, Tuple[str, Optional[int]]],
+                    precision: str) -> str:
+    """``<model>.<maxbatch>.<trtver>.<device>.<precision>.engine`` (jetson-inference's scheme).
+
+    >>> engine_filename("hsst-mobilefacenet-112", 8, "10.3.0.30", ("gpu", None), "fp16")
+    'hsst-mobilefacenet-112.8.100300.gpu.fp16.engine'
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    if max_batch < 1:
+        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+    dev = device if isinstance(device, str) else device_tag(device)
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-") or "model"
+    return f"{stem}.{int(max_batch)}.{trt_version_tag(trt_version)}.{dev}.{precision}.engine"
+
+
+def timing_cache_path(cache_dir: Union[str, Path], trt_version: str, device_name: str) -> Path:
+    """One timing cache per TensorRT version and GPU: ``<dir>/timing.<trtver>.<gpu>.cache``."""
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", device_name or "gpu").strip("-").lower() or "gpu"
+    return Path(cache_dir) / f"timing.{trt_version_tag(trt_version)}.{gpu}.cache"
+
+
+def onnx_has_qdq(onnx_path: Union[str, Path]) -> bool:
+    """True when the ONNX carries explicit quantisation (QuantizeLinear / DequantizeLinear nodes)."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
+
+
+def autocast_fp16_command(onnx_path: Union[str, Path], out_path: Union[str, Path]) -> str:
+    """NVIDIA ModelOpt AutoCast: FP32 ONNX -> mixed FP16 ONNX (what TensorRT 11 needs for FP16)."""
+    return f"python -m modelopt.onnx.autocast --onnx_path {onnx_path} --output_path {out_path}"
+
+
+@dataclass
+class EngineBuildConfig:
+    """How to build one engine.
+
+    Attributes:
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        input_name: the ONNX input.
+        chw: (C, H, W) of the input.
+        profile: (min, opt, max) batch of a dynamic-batch ONNX; None for a static one.
+        workspace_gib: builder workspace limit (None: TensorRT's default, the device memory).
+        device: ("gpu", None) or ("dla", core).
+        timing_cache: file of the timing cache (read if present, written after the build).
+        calib_data: faces for implicit INT8 calibration (not needed for a Q/DQ ONNX).
+        calib_cache: calibration cache file (reused when present).
+        calib_batch: faces per calibration batch.
+    """
+
+    precision: str = "fp16"
+    input_name: str = "input"
+    chw: Tuple[int, int, int] = (1, 112, 112)
+    profile: Optional[Tuple[int, int, int]] = None
+    workspace_gib: Optional[float] = None
+    device: Tuple[str, Optional[int]] = ("gpu", None)
+    timing_cache: Optional[Path] = None
+    calib_data: Optional[FaceImageFolder] = None
+    calib_cache: Optional[Path] = None
+    calib_batch: int = 8
+
+
+@dataclass
+class EngineBuild:
+    """What :func:`build_engine` produced: the record that goes into the sidecar's ``extra.tensorrt``."""
+
+    path: Path
+    version: str
+    api: str
+    device: str
+    device_name: str
+    precision: str
+    builder: str
+    build_s: float
+    quantization: Optional[str] = None
+
+    def record(self, cfg: EngineBuildConfig) -> dict:
+        return {"version": self.version, "api": self.api, "device": self.device, "device_name": self.device_name,
+                "precision": self.precision, "builder": self.builder, "build_s": round(self.build_s, 2),
+                "workspace_gib": cfg.workspace_gib, "profile": list(cfg.profile) if cfg.profile else None,
+                "quantization": self.quantization, "version_compatible": False, "hardware_compatible": False}
+
+
+def _parse(trt: Any, network: Any, trt_logger: Any, onnx_path: Path, api: str) -> None:
+    parser = trt.OnnxParser(network, trt_logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        hint = " (TensorRT 8.2 parses ONNX opset <= 13: re-export with --opset 13)" if api == "8.2" else ""
+        raise ModelError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors}{hint}")
+
+
+def _set_workspace(trt: Any, config: Any, gib: Optional[float]) -> None:
+    if gib is None:
+        return
+    nbytes = int(gib * (1 << 30))
+    if hasattr(config, "set_memory_pool_limit"):  # TensorRT >= 8.4
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, nbytes)
+    else:
+        config.max_workspace_size = nbytes
+
+
+def _load_timing_cache(config: Any, path: Optional[Path]) -> Any:
+    if path is None or not hasattr(config, "create_timing_cache"):
+        return None
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    logger.info("%s timing cache %s", "using" if data else "creating", path)
+    return cache
+
+
+def _save_timing_cache(config: Any, path: Optional[Path]) -> None:
+    if path is None or not hasattr(config, "get_timing_cache"):
+        return
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(bytes(cache.serialize()))
+    tmp.replace(path)
+
+
+def _has_fast(builder: Any, what: str) -> bool:
+    attr = f"platform_has_fast_{what}"
+    return bool(getattr(builder, attr)) if hasattr(builder, attr) else True  # removed in 11, deprecated in 10.5
+
+
+def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg: EngineBuildConfig) -> EngineBuild:
+    """Build and write a TensorRT engine from an ONNX file (plain serialized bytes).
+
+    Args:
+        onnx_path: the FP32 ONNX (or a Q/DQ ONNX for explicit INT8, or an AutoCast FP16 ONNX on TensorRT 11).
+        engine_path: where to write the engine.
+        cfg: build settings.
+
+    Raises:
+        TensorRTUnavailable: ``tensorrt`` does not import.
+        ConfigError: a precision / device this TensorRT or GPU cannot do (the message says what to do).
+        ModelError: the ONNX does not parse or the build fails.
+    """
+    trt = import_tensorrt()
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    version = str(trt.__version__)
+    api = api_generation(version)
+    qdq = onnx_has_qdq(onnx_path)
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}")
+    trt_logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(trt_logger)
+    flags = 0
+    if api != "11" and _version(version)[0] < 10:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # the default from 10 on
+    network = builder.create_network(flags)
+    _parse(trt, network, trt_logger, onnx_path, api)
+    config = builder.create_builder_config()
+    _set_workspace(trt, config, cfg.workspace_gib)
+
+    profile = None
+    if cfg.profile is not None:
+        lo, opt, hi = cfg.profile
+        profile = builder.create_optimization_profile()
+        profile.set_shape(cfg.input_name, (lo, *cfg.chw), (opt, *cfg.chw), (hi, *cfg.chw))
+        config.add_optimization_profile(profile)
+
+    calibrator, cuda, quantization = None, None, None
+    if api == "11":
+        if cfg.precision == "fp16" and not _onnx_has_fp16(onnx_path):
+            raise ConfigError(
+                f"TensorRT {version} builds strongly typed networks only: FP16 must be in the ONNX. Convert it "
+                f"with NVIDIA ModelOpt ({autocast_fp16_command(onnx_path, onnx_path.with_suffix('.fp16.onnx'))}), "
+                "or install nvidia-modelopt and rerun (hsst-export converts automatically when it imports)")
+        if cfg.precision == "int8" and not qdq:
+            raise ConfigError(f"TensorRT {version} has no INT8 calibrators: INT8 comes from a Q/DQ ONNX; "
+                              "hsst-export --trt --int8 --data DIR writes one (hsst.export.quantize) before building")
+        quantization = "explicit-qdq" if qdq else None
+    else:
+        if cfg.precision in ("fp16", "int8"):
+            if not _has_fast(builder, "fp16"):
+                logger.warning("this GPU reports no fast FP16; the engine will still build")
+            config.set_flag(trt.BuilderFlag.FP16)
+        if cfg.precision == "int8":
+            if not _has_fast(builder, "int8"):
+                raise ConfigError("this GPU has no fast INT8 (e.g. Jetson Nano, SM 5.3): build FP16 with --half")
+            config.set_flag(trt.BuilderFlag.INT8)
+            if qdq:
+                quantization = "explicit-qdq"
+            else:
+                if cfg.calib_data is None or cfg.calib_cache is None:
+                    raise ConfigError("INT8 calibration needs faces (--data DIR) and a calibration cache path")
+                cuda = CudaApi.create()
+                calibrator = make_entropy_calibrator(trt, cfg.calib_data, cfg.calib_batch, cfg.calib_cache, cuda)
+                config.int8_calibrator = calibrator
+                if profile is not None and hasattr(config, "set_calibration_profile"):
+                    config.set_calibration_profile(profile)
+                quantization = "entropy-calibration"
+
+    kind, core = cfg.device
+    if kind == "dla":
+        if cfg.precision == "fp32":
+            raise ConfigError("the DLA runs FP16 or INT8 only: add --half or --int8 (or use --device gpu)")
+        cores = int(getattr(builder, "num_DLA_cores", 0))
+        if core is None or core >= cores:
+            raise ConfigError(f"--device dla:{core}: this device has {cores} DLA core(s) (Xavier / Orin NX / AGX "
+                              "have 1-2, Orin Nano and Jetson Nano none); use --device gpu")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+    _load_timing_cache(config, cfg.timing_cache)
+    t0 = time.perf_counter()
+    try:
+        if hasattr(builder, "build_serialized_network"):
+            serialized = builder.build_serialized_network(network, config)
+        else:  # TensorRT 7.x-style API kept by early 8.x builds
+            engine = builder.build_engine(network, config)
+            serialized = engine.serialize() if engine is not None else None
+    finally:
+        if calibrator is not None:
+            calibrator.free()
+        if cuda is not None:
+            cuda.close()
+    build_s = time.perf_counter() - t0
+    if serialized is None:
+        raise ModelError(f"TensorRT {version} failed to build an engine from {onnx_path} (see the TensorRT log "
+                         "above); try a larger --workspace, --device gpu, or another precision")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(serialized)  # IHostMemory supports the buffer protocol
+    tmp.replace(engine_path)
+    _save_timing_cache(config, cfg.timing_cache)
+    name = cuda_device_name() or "unknown-gpu"
+    logger.info("built %s with TensorRT %s (%s API) in %.1f s", engine_path, version, api, build_s)
+    return EngineBuild(path=engine_path, version=version, api=api, device=device_tag(cfg.device), device_name=name,
+                       precision=cfg.precision, builder="tensorrt-python", build_s=build_s,
+                       quantization=quantization)
+
+
+def _onnx_has_fp16(onnx_path: Path) -> bool:
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer)
+
+
+def autocast_fp16(onnx_path: Union[str, Path], out_path: Union[str, Path]) -> Optional[Path]:
+    """Convert an FP32 ONNX to mixed FP16 with NVIDIA ModelOpt AutoCast when it is installed (else None)."""
+    try:
+        import modelopt.onnx.autocast as autocast
+    except ImportError:
+        return None
+    import onnx
+
+    converted = autocast.convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
+                                                    keep_io_types=True)
+    onnx.save(converted, str(out_path))
+    return Path(out_path)

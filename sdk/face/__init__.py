@@ -1,0 +1,15 @@
+"""Face detection with 5 landmarks, the 468-point face mesh, and the insightface-shaped ``FaceAnalysis``.
+
+Models are ONNX files made from packaged weights (see :mod:`hsst.face.models`); nothing is downloaded.
+"""
+from hsst.face.analysis import FaceAnalysis, Recognizer
+from hsst.face.detector import DETECTORS, BlazeFaceDetector, FaceDetector, MTCNNDetector, create_detector
+from hsst.face.face import Face
+from hsst.face.mesh import FaceMesh, MeshResult, MeshRoi, mesh_keypoints
+from hsst.face.models import export_face_models, model_path
+
+__all__ = [
+    "FaceAnalysis", "Recognizer", "DETECTORS", "BlazeFaceDetector", "FaceDetector", "MTCNNDetector",
+    "create_detector", "Face", "FaceMesh", "MeshResult", "MeshRoi", "mesh_keypoints", "export_face_models",
+    "model_path",
+]

@@ -1,0 +1,31 @@
+"""The streaming gate runtime (torch-free): sources, backends, tracking, quality, gallery, decisions.
+
+Typical use::
+
+    from hsst.runtime import GatePipeline, load_config
+    gate = GatePipeline(load_config("firmware_configs/laptop-cpu.yaml"))
+    gate.enroll_dir("enrol/")
+    gate.events.subscribe(lambda e: print(e.kind, e.identity, e.score))
+    gate.run(duration=60)
+"""
+from hsst.runtime.config import GateConfig, load_config
+from hsst.runtime.decision import DecisionMaker, resolve_threshold
+from hsst.runtime.embedder import Embedder
+from hsst.runtime.enroll import Enroller, EnrollResult
+from hsst.runtime.events import Event, EventBus, JsonlEventLog, read_events
+from hsst.runtime.gallery import Gallery, InMemoryGallery
+from hsst.runtime.metrics import Metrics
+from hsst.runtime.models import default_embedding_model, resolve_model
+from hsst.runtime.pipeline import FaceFinder, FrameResult, GatePipeline
+from hsst.runtime.quality import FaceQuality, QualityAssessor
+from hsst.runtime.sources import (FrameSource, ImageFolderSource, OpenCVSource, ReconnectingSource, SourceError,
+                                  make_source, open_source, parse_uri)
+from hsst.runtime.tracker import IoUTracker, Track
+
+__all__ = [
+    "GateConfig", "load_config", "DecisionMaker", "resolve_threshold", "Embedder", "Enroller", "EnrollResult",
+    "Event", "EventBus", "JsonlEventLog", "read_events", "Gallery", "InMemoryGallery", "Metrics",
+    "default_embedding_model", "resolve_model", "FaceFinder", "FrameResult", "GatePipeline", "FaceQuality",
+    "QualityAssessor", "FrameSource", "ImageFolderSource", "OpenCVSource", "ReconnectingSource", "SourceError",
+    "make_source", "open_source", "parse_uri", "IoUTracker", "Track",
+]

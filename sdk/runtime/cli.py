@@ -1,0 +1,117 @@
+"""Command-line entry points: ``hsst-gate`` (the streaming gate) and ``hsst-identify`` (single images, JSON)."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from typing import Any, Dict, Optional, Tuple
+
+import click
+
+from hsst.core.errors import HsstError
+from hsst.core.image import read_image
+from hsst.runtime.config import load_config
+
+logger = logging.getLogger(__name__)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _overrides(source: Optional[str], model: Optional[str], enroll: Optional[str],
+               events: Optional[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if source is not None:
+        out["source.uri"] = source
+    if model is not None:
+        out["embedder.model"] = model
+        if model.endswith(".engine"):
+            out["embedder.backend"] = "tensorrt"
+    if enroll is not None:
+        out["gallery.enroll_dir"] = enroll
+    if events is not None:
+        out["events.jsonl"] = events
+    return out
+
+
+def _build(config):
+    from hsst.runtime.pipeline import GatePipeline
+
+    gate = GatePipeline(config)
+    if config.gallery.enroll_dir:
+        results = gate.enroll_dir(config.gallery.enroll_dir)
+        for r in results:
+            if not r.accepted:
+                click.echo(f"enrolment rejected: {r.path}: {r.reason}", err=True)
+    return gate
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="Device configuration, e.g. firmware_configs/laptop-cpu.yaml.")
+@click.option("--source", default=None, help="Override source.uri: 0, v4l2:///dev/video0, csi://0, rtsp://..., "
+                                             "file://clip.mp4, file://frames/.")
+@click.option("--model", default=None, help="Override embedder.model (.onnx or .engine with its .json sidecar).")
+@click.option("--enroll", default=None, type=click.Path(file_okay=False),
+              help="Folder of VIS enrolment photos: <identity>/*.jpg or <identity>.jpg.")
+@click.option("--events", default=None, type=click.Path(dir_okay=False), help="Override events.jsonl.")
+@click.option("--display", is_flag=True, help="Show the video with boxes and identities.")
+@click.option("--duration", default=None, type=float, help="Stop after this many seconds.")
+@click.option("--log-level", default="INFO", show_default=True)
+def gate(config_path: str, source: Optional[str], model: Optional[str], enroll: Optional[str],
+         events: Optional[str], display: bool, duration: Optional[float], log_level: str) -> None:
+    """Run the streaming gate: camera -> detect -> track -> embed -> match -> decide; events as JSON lines."""
+    _setup_logging(log_level)
+    try:
+        config = load_config(config_path, _overrides(source, model, enroll, events))
+        pipeline = _build(config)
+    except HsstError as exc:
+        raise click.ClickException(str(exc)) from None
+    pipeline.events.subscribe(lambda e: click.echo(json.dumps(e.to_dict(with_crop=False), default=str)))
+    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+    try:
+        snapshot = pipeline.run(duration=duration, display=display)
+    except HsstError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pipeline.stop()
+        snapshot = pipeline.metrics.snapshot()
+    finally:
+        pipeline.close()
+    click.echo(json.dumps({"metrics": snapshot}, default=str))
+    if pipeline.source_error:
+        raise click.ClickException(f"the source failed: {pipeline.source_error}")
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="Device configuration, e.g. firmware_configs/laptop-cpu.yaml.")
+@click.option("--model", default=None, help="Override embedder.model.")
+@click.option("--enroll", default=None, type=click.Path(file_okay=False), help="Folder of VIS enrolment photos.")
+@click.option("--log-level", default="WARNING", show_default=True)
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+def identify(config_path: str, model: Optional[str], enroll: Optional[str], log_level: str,
+             images: Tuple[str, ...]) -> None:
+    """Identify the faces of single IMAGES; one JSON object per image on stdout."""
+    _setup_logging(log_level)
+    try:
+        config = load_config(config_path, _overrides(None, model, enroll, None))
+        pipeline = _build(config)
+    except HsstError as exc:
+        raise click.ClickException(str(exc)) from None
+    failed = 0
+    try:
+        for path in images:
+            try:
+                faces = pipeline.identify(read_image(path))
+                click.echo(json.dumps({"image": path, "faces": faces}))
+            except HsstError as exc:
+                failed += 1
+                click.echo(json.dumps({"image": path, "error": str(exc)}))
+    finally:
+        pipeline.close()
+    if failed:
+        sys.exit(1)

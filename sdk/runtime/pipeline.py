@@ -1,0 +1,613 @@
+"""The streaming gate: capture -> detect -> track -> align -> embed -> search -> decide.
+
+Three threads joined by bounded queues::
+
+    capture thread --frames--> detect/track/align thread --work--> embed/search/decide thread --> events
+
+When a live source runs ahead of the pipeline the OLDEST queued item is dropped (latency first) and
+counted. A bad frame (wrong shape or dtype, empty) or a failing stage is logged and counted, never fatal to
+its thread. Detection runs boxes-only on every frame; landmarks (the face mesh) run only for the faces the
+tracker schedules for embedding, so a person standing at the gate costs little.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from hsst.core.alignment import align_face
+from hsst.core.errors import InputError
+from hsst.core.image import check_frame, to_uint8
+from hsst.runtime.config import DetectorConfig, GateConfig
+from hsst.runtime.decision import DecisionMaker, resolve_threshold
+from hsst.runtime.embedder import Embedder
+from hsst.runtime.events import ACCEPT, SOURCE, UNKNOWN, Event, EventBus, JsonlEventLog
+from hsst.runtime.gallery import Gallery, InMemoryGallery
+from hsst.runtime.metrics import Metrics
+from hsst.runtime.quality import FaceQuality, QualityAssessor
+from hsst.runtime.sources import FrameSource, ReconnectingSource, SourceError, make_source
+from hsst.runtime.tracker import IoUTracker, Track
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+
+
+def display_available() -> bool:
+    """Whether a window can be opened (Qt builds of OpenCV abort the process without a display)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+# ------------------------------------------------------------------------------------------- detection
+class FaceFinder:
+    """Two-step detection: boxes on every frame, 5 landmarks only for the faces that need them.
+
+    Works with any detector exposing ``detect(image) -> (boxes, scores, kps)``; with hsst's BlazeFace
+    detector the (more costly) face-mesh landmarks are computed on demand.
+
+    Args:
+        detector: a :class:`hsst.face.FaceDetector` or any object with ``detect``.
+    """
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        backend = getattr(detector, "backend", detector)
+        self._two_step = hasattr(backend, "detect_boxes") and hasattr(backend, "mesh")
+        self._backend = backend
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig) -> "FaceFinder":
+        """Build the configured detector through :class:`hsst.face.FaceDetector`."""
+        from hsst.core.errors import ModelError
+        from hsst.face import FaceDetector
+
+        options = dict(config.options)
+        if config.model_dir:
+            options["model_dir"] = config.model_dir
+        common = dict(det_thresh=config.det_thresh, nms_thresh=config.nms_thresh, min_face=config.min_face,
+                      threads=config.threads, **options)
+        variants = ("blazeface_full", "blazeface_short") if config.variant == "both" else config.variant
+        if config.model in ("auto", "blazeface"):
+            try:
+                return cls(FaceDetector("blazeface", models=variants, **common))
+            except ModelError:
+                if config.model == "blazeface":
+                    raise
+                logger.warning("BlazeFace models unavailable; falling back to MTCNN")
+        return cls(FaceDetector("mtcnn", **common))
+
+    def boxes(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (N, 4), scores (N,) and per-face auxiliary points (detector keypoints)."""
+        if self._two_step:
+            return self._backend.detect_boxes(image)
+        return self.detector.detect(image)
+
+    def landmarks(self, frame_u8: np.ndarray, box: np.ndarray, aux: np.ndarray) -> Tuple[np.ndarray, float]:
+        """The 5 alignment landmarks of one face and the landmark model's face-presence score (1.0 when the
+        detector gave the landmarks itself)."""
+        if self._two_step:
+            mesh = self._backend.mesh.predict(frame_u8, box=box, eyes=aux[:2])
+            return mesh.keypoints().astype(np.float32), float(mesh.score)
+        return np.asarray(aux, np.float32), 1.0
+
+    def detect(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Full detection with landmarks (single images, enrolment)."""
+        return self.detector.detect(image)
+
+
+# --------------------------------------------------------------------------------------------- records
+@dataclass
+class FaceResult:
+    """One tracked face in a processed frame.
+
+    Attributes:
+        track_id: tracker id.
+        bbox: x1, y1, x2, y2.
+        det_score: detector score.
+        kps: landmarks when computed this frame.
+        quality: quality when assessed this frame.
+        embedded: an embedding was computed this frame.
+        candidates: top-k (identity, score) when embedded.
+        identity: identity accepted for this track so far (None: undecided or unknown).
+    """
+
+    track_id: int
+    bbox: np.ndarray
+    det_score: float
+    kps: Optional[np.ndarray] = None
+    quality: Optional[FaceQuality] = None
+    embedded: bool = False
+    candidates: List[Tuple[str, float]] = field(default_factory=list)
+    identity: Optional[str] = None
+
+
+@dataclass
+class FrameResult:
+    """What the pipeline made of one frame."""
+
+    frame_index: int
+    timestamp: float
+    faces: List[FaceResult] = field(default_factory=list)
+    events: List[Event] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+    image: Optional[np.ndarray] = field(default=None, repr=False)
+
+
+@dataclass
+class _Work:
+    """Detect-stage output handed to the embed stage."""
+
+    result: FrameResult
+    tracks: List[Track]
+    crops: List[np.ndarray]
+    qualities: List[FaceQuality]
+    ended: List[int]
+
+
+class DropQueue:
+    """Bounded FIFO; when full, ``put`` drops the OLDEST item (``drop_oldest``) or waits for room."""
+
+    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
+        self._items: collections.deque = collections.deque()
+        self._maxsize = maxsize
+        self._drop = drop_oldest
+        self._cond = threading.Condition()
+        self.dropped = 0
+        self._closed = False
+
+    def put(self, item: Any) -> bool:
+        """Queue ``item``; True when an older item was dropped to make room."""
+        with self._cond:
+            dropped = False
+            while len(self._items) >= self._maxsize and not self._closed:
+                if self._drop and self._items[0] is not _END:
+                    self._items.popleft()
+                    self.dropped += 1
+                    dropped = True
+                else:
+                    self._cond.wait(0.1)
+            self._items.append(item)
+            self._cond.notify_all()
+            return dropped
+
+    def get(self, timeout: float = 0.1) -> Any:
+        """Next item, or None after ``timeout`` seconds without one."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# -------------------------------------------------------------------------------------------- pipeline
+class GatePipeline:
+    """The gate: owns detector, tracker, quality gate, embedder, gallery, decisions, events and metrics.
+
+    Args:
+        config: the gate configuration.
+        embedder: embedding model (None: built from ``config.embedder``).
+        finder: face detector (None: built from ``config.detector``).
+        gallery: enrolled identities (None: an empty :class:`InMemoryGallery`).
+
+    Example:
+        >>> gate = GatePipeline(load_config("firmware_configs/laptop-cpu.yaml"))
+        >>> gate.enroll_dir("enrol/")
+        >>> gate.events.subscribe(print)
+        >>> gate.run(duration=60)
+    """
+
+    def __init__(self, config: GateConfig, embedder: Optional[Embedder] = None, finder: Optional[FaceFinder] = None,
+                 gallery: Optional[Gallery] = None) -> None:
+        self.config = config
+        self._own_embedder = embedder is None
+        self.embedder = embedder or Embedder.from_config(config.embedder)
+        self.finder = finder or FaceFinder.from_config(config.detector)
+        self.gallery = gallery if gallery is not None else InMemoryGallery(self.embedder.dim)
+        self.threshold, self.threshold_origin = resolve_threshold(self.embedder.meta, config.decision)
+        self.tracker = IoUTracker(config.tracker)
+        self.quality = QualityAssessor(config.quality)
+        self.decider = DecisionMaker(config.decision, self.threshold)
+        self.metrics = Metrics()
+        self.events = EventBus()
+        self.events.subscribe(self._count_event)
+        self._log: Optional[JsonlEventLog] = None
+        if config.events.jsonl:
+            self._log = JsonlEventLog(config.events.jsonl, with_crop=config.decision.include_crop)
+            self.events.subscribe(self._log)
+        self._stop = threading.Event()
+        self._frame_index = 0
+        self.latest: Optional[FrameResult] = None
+        #: why the last :meth:`run` lost its source for good (None: it did not)
+        self.source_error: Optional[str] = None
+        logger.info("gate: model %s, threshold %.3f for FAR %g (%s), %d enrolled", self.embedder.meta.name,
+                    self.threshold, config.decision.far, self.threshold_origin, len(self.gallery))
+
+    # -- enrolment ------------------------------------------------------------------------------------------
+    def enroller(self):
+        from hsst.runtime.enroll import Enroller
+
+        return Enroller(self.finder, self.embedder, self.config.quality, self.config.gallery.min_enroll_quality)
+
+    def enroll_dir(self, folder) -> list:
+        """Enrol every identity of ``folder`` (see :meth:`hsst.runtime.enroll.Enroller.enroll_dir`)."""
+        return self.enroller().enroll_dir(self.gallery, folder)
+
+    # -- stages ---------------------------------------------------------------------------------------------
+    def _count_event(self, event: Event) -> None:
+        self.metrics.count(f"events_{event.kind}")
+
+    def detect_stage(self, image: Any, frame_index: int, timestamp: float) -> Optional[_Work]:
+        """Validate, detect, track, pick faces to embed, landmark + align + quality them.
+
+        Returns None (and counts ``bad_frames``) for an invalid frame.
+        """
+        t0 = time.perf_counter()
+        try:
+            check_frame(image, f"frame {frame_index}")
+            if min(image.shape[:2]) < 16:
+                raise InputError(f"frame {frame_index} is {image.shape[1]}x{image.shape[0]} px; too small")
+        except InputError as exc:
+            self.metrics.count("bad_frames")
+            logger.warning("skipping bad frame: %s", exc)
+            return None
+        result = FrameResult(frame_index, timestamp, image=image)
+        cfg = self.config
+        detect_now = frame_index % cfg.detector.every_n_frames == 0
+        if detect_now:
+            boxes, scores, aux = self.finder.boxes(image)
+            result.timings["detect"] = time.perf_counter() - t0
+            tracks = self.tracker.update(boxes, scores, None, frame_index, timestamp)
+            aux_of = {t.track_id: aux[t.det_index] for t in tracks}
+        else:
+            self.tracker.coast()
+            tracks, aux_of = [], {}
+        ended = [t.track_id for t in self.tracker.pop_finished()]
+        t1 = time.perf_counter()
+        frame_u8: Optional[np.ndarray] = None
+        chosen, crops, qualities = [], [], []
+        for track in tracks:
+            face = FaceResult(track.track_id, track.bbox.copy(), track.det_score)
+            result.faces.append(face)
+            # cheap pre-check from the box before paying for landmarks
+            if track.det_score < cfg.quality.min_det_score or \
+                    min(track.bbox[2] - track.bbox[0], track.bbox[3] - track.bbox[1]) < cfg.quality.min_face_px:
+                continue
+            box_quality = track.det_score * min(1.0, (track.bbox[2] - track.bbox[0]) / (2 * cfg.quality.min_face_px))
+            if not self.tracker.should_embed(track, box_quality, frame_index):
+                continue
+            if frame_u8 is None:
+                frame_u8 = to_uint8(image)
+                if frame_u8.ndim == 3 and frame_u8.shape[2] == 1:
+                    frame_u8 = frame_u8[:, :, 0]
+            try:
+                kps, presence = self.finder.landmarks(frame_u8, track.bbox, aux_of[track.track_id])
+                crop = align_face(frame_u8, kps, self.embedder.crop_size)
+            except (InputError, KeyError) as exc:
+                logger.debug("no landmarks for track %d: %s", track.track_id, exc)
+                continue
+            quality = self.quality.assess(track.bbox, kps, track.det_score, crop, presence)
+            face.kps, face.quality = kps, quality
+            if not quality.passed:
+                self.metrics.count("faces_rejected_quality")
+                logger.debug("track %d frame %d not embedded: %s", track.track_id, frame_index,
+                             "; ".join(quality.reasons))
+                continue
+            self.tracker.mark_embedded(track, box_quality, frame_index)
+            chosen.append(track)
+            crops.append(crop)
+            qualities.append(quality)
+        result.timings["align"] = time.perf_counter() - t1
+        self.metrics.observe("detect", result.timings.get("detect", 0.0))
+        self.metrics.observe("align", result.timings["align"])
+        return _Work(result, chosen, crops, qualities, ended)
+
+    def embed_stage(self, work: _Work) -> FrameResult:
+        """Embed all chosen faces of the frame as one batch, search, decide, emit events."""
+        result = work.result
+        for track_id in work.ended:
+            self.decider.end_track(track_id)
+        if work.crops:
+            t0 = time.perf_counter()
+            emb = self.embedder.embed(work.crops)
+            t1 = time.perf_counter()
+            k = self.config.decision.top_k
+            if len(self.gallery):
+                ids, scores = self.gallery.search(emb, k)
+            else:
+                ids = np.full((len(emb), k), None, dtype=object)
+                scores = np.full((len(emb), k), -np.inf, np.float32)
+            t2 = time.perf_counter()
+            result.timings.update(embed=t1 - t0, search=t2 - t1)
+            self.metrics.observe("embed", t1 - t0)
+            self.metrics.observe("search", t2 - t1)
+            self.metrics.count("embeddings", len(emb))
+            by_track = {f.track_id: f for f in result.faces}
+            now = time.monotonic()
+            for i, track in enumerate(work.tracks):
+                candidates = [(ids[i, j], float(scores[i, j])) for j in range(k) if ids[i, j] is not None]
+                face = by_track.get(track.track_id)
+                if face is not None:
+                    face.embedded = True
+                    face.candidates = candidates
+                event = self.decider.update(track.track_id, candidates or [(None, float("-inf"))], now,
+                                            result.frame_index)
+                if self.decider.last_reset == track.track_id:
+                    track.decided = False             # embed at the undecided rate again
+                    track.first_time = result.timestamp
+                    self.metrics.count("decision_resets")
+                if self.decider.accepted(track.track_id) is not None or (event is not None and event.kind == UNKNOWN):
+                    track.decided = True  # decided either way: re-check every reembed_every frames only
+                if event is not None:
+                    latency = now - track.first_time
+                    # the box of THIS frame (the detect thread may already have moved the track on)
+                    box = face.bbox if face is not None else track.bbox
+                    event.bbox = [round(float(v), 1) for v in box]
+                    event.timings = {"face_to_decision": round(latency * 1000.0, 2),
+                                     **{f"{k_}": round(v * 1000.0, 2) for k_, v in result.timings.items()}}
+                    if self.config.decision.include_crop:
+                        event.crop = work.crops[i]
+                    if event.kind == ACCEPT:
+                        self.metrics.observe("face_to_decision", latency)
+                    result.events.append(event)
+            result.timings["decide"] = time.perf_counter() - t2
+        for face in result.faces:
+            face.identity = self.decider.accepted(face.track_id)
+        for event in result.events:
+            self.events.emit(event)
+        return result
+
+    def process(self, image: np.ndarray, timestamp: Optional[float] = None) -> Optional[FrameResult]:
+        """Run one frame through every stage in this thread (tests, single-threaded use).
+
+        Returns None for a bad frame (counted in ``bad_frames``).
+        """
+        index = self._frame_index
+        self._frame_index += 1
+        timestamp = time.monotonic() if timestamp is None else timestamp
+        self.metrics.count("frames_in")
+        work = self.detect_stage(image, index, timestamp)
+        if work is None:
+            return None
+        result = self.embed_stage(work)
+        self.metrics.observe("frame_latency", time.monotonic() - timestamp)
+        self.metrics.frame_done()
+        self.latest = result
+        return result
+
+    # -- threaded run ---------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to finish (from any thread or a callback)."""
+        self._stop.set()
+
+    def run(self, source: Optional[FrameSource] = None, duration: Optional[float] = None,
+            max_frames: Optional[int] = None, display: bool = False,
+            on_frame: Optional[Callable[[FrameResult], None]] = None) -> Dict[str, Any]:
+        """Run the threaded pipeline until the source ends, ``duration`` passes, or :meth:`stop`.
+
+        Args:
+            source: an opened source (None: ``config.source``, opened and reconnected by the capture thread).
+            duration: seconds to run (None: until the source ends).
+            max_frames: stop after this many captured frames.
+            display: show frames with boxes and identities (needs a GUI build of OpenCV).
+            on_frame: called with every :class:`FrameResult` (from the embed thread; keep it short).
+
+        Returns:
+            The final metrics snapshot.
+        """
+        self._stop.clear()
+        self.source_error = None
+        if display and not display_available():
+            logger.error("--display needs a desktop session (DISPLAY or WAYLAND_DISPLAY is not set); running without")
+            display = False
+        own_source = source is None
+        if source is None:
+            # Opened by the capture thread: a camera that is absent at start is retried with backoff there,
+            # while duration / stop() keep working.
+            source = ReconnectingSource(lambda: make_source(self.config.source), self.config.source,
+                                        on_event=self.events.emit)
+        drop = self.config.pipeline.drop_frames
+        if drop is None:
+            drop = bool(getattr(source, "is_live", True))
+        size = self.config.pipeline.queue_size
+        frames, work_q = DropQueue(size, drop), DropQueue(size, drop)
+        self.metrics.watch_queue("frames", frames.__len__)
+        self.metrics.watch_queue("work", work_q.__len__)
+        self.metrics.watch_counter("dropped_frames", lambda: frames.dropped)
+        self.metrics.watch_counter("dropped_work", lambda: work_q.dropped)
+        self.metrics.watch_counter("reconnects", lambda: getattr(source, "reconnects", 0))
+        self.metrics.watch_counter("source_stalls", lambda: getattr(source, "stalls", 0))
+        done = threading.Event()
+        started = time.monotonic()
+
+        def capture() -> None:
+            try:
+                if own_source:
+                    try:
+                        source.open()
+                    except SourceError as exc:
+                        logger.error("cannot open the source: %s", exc)
+                        self.source_error = str(exc)
+                        return
+                while not self._stop.is_set():
+                    if max_frames is not None and self._frame_index >= max_frames:
+                        break
+                    try:
+                        image = source.read()
+                    except SourceError as exc:
+                        logger.error("source failed for good: %s", exc)
+                        self.source_error = str(exc)
+                        self.events.emit(Event(SOURCE, message=str(exc)))
+                        break
+                    if image is None:
+                        break
+                    ts = time.monotonic()
+                    index = self._frame_index
+                    self._frame_index += 1
+                    self.metrics.count("frames_in")
+                    frames.put((image, index, ts))
+            except Exception:  # a bug in a source must end the run cleanly, not hang it
+                logger.exception("capture thread failed")
+                self.metrics.count("errors")
+            finally:
+                frames.put(_END)
+
+        def detect_loop() -> None:
+            while True:
+                item = frames.get()
+                if item is None:
+                    continue
+                if item is _END:
+                    work_q.put(_END)
+                    return
+                image, index, ts = item
+                try:
+                    work = self.detect_stage(image, index, ts)
+                except Exception:
+                    self.metrics.count("errors")
+                    logger.exception("detect stage failed on frame %d; continuing", index)
+                    continue
+                if work is not None:
+                    work_q.put(work)
+
+        def embed_loop() -> None:
+            while True:
+                work = work_q.get()
+                if work is None:
+                    continue
+                if work is _END:
+                    done.set()
+                    return
+                try:
+                    result = self.embed_stage(work)
+                except Exception:
+                    self.metrics.count("errors")
+                    logger.exception("embed stage failed on frame %d; continuing", work.result.frame_index)
+                    continue
+                self.metrics.observe("frame_latency", time.monotonic() - result.timestamp)
+                self.metrics.frame_done()
+                self.latest = result
+                if on_frame is not None:
+                    try:
+                        on_frame(result)
+                    except Exception:
+                        self.metrics.count("errors")
+                        logger.exception("on_frame callback failed")
+
+        threads = [threading.Thread(target=fn, name=f"hsst-{fn.__name__}", daemon=True)
+                   for fn in (capture, detect_loop, embed_loop)]
+        for thread in threads:
+            thread.start()
+        last_log = time.monotonic()
+        every = self.config.pipeline.metrics_every_s
+        try:
+            while not done.is_set():
+                if duration is not None and time.monotonic() - started >= duration:
+                    break
+                if self._stop.is_set():
+                    break
+                if display:
+                    if not self._show():
+                        display = False
+                    elif cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        break
+                else:
+                    done.wait(0.05)
+                if every and time.monotonic() - last_log >= every:
+                    last_log = time.monotonic()
+                    snap = self.metrics.snapshot()
+                    logger.info("fps %.1f, frame p95 %.1f ms, drops %s, queues %s", snap["fps"],
+                                snap["latency"].get("frame_latency", {}).get("p95_ms", 0.0),
+                                snap["counters"].get("dropped_frames", 0), snap["queues"])
+        finally:
+            self._stop.set()
+            stop_source = getattr(source, "stop", None)
+            if stop_source:
+                stop_source()
+            frames.close()
+            work_q.close()
+            for thread in threads:
+                thread.join(timeout=5.0)
+            if own_source:
+                source.close()
+            if display:
+                try:
+                    cv2.destroyAllWindows()
+                except cv2.error:
+                    pass
+        return self.metrics.snapshot()
+
+    def _show(self) -> bool:
+        """Draw the latest frame; False when this OpenCV / session cannot open a window."""
+        result = self.latest
+        if result is None or result.image is None:
+            return True
+        canvas = cv2.cvtColor(to_uint8(result.image), cv2.COLOR_GRAY2BGR) if result.image.ndim == 2 else \
+            to_uint8(result.image).copy()
+        for face in result.faces:
+            x1, y1, x2, y2 = [int(v) for v in face.bbox]
+            color = (0, 200, 0) if face.identity else (0, 165, 255)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
+            cv2.putText(canvas, f"#{face.track_id} {face.identity or '?'}", (x1, max(12, y1 - 6)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
+        try:
+            cv2.imshow("hsst-gate", canvas)
+        except cv2.error as exc:
+            logger.error("--display needs a desktop session and a GUI build of OpenCV (not opencv-python-headless);"
+                         " continuing without display: %s", str(exc).strip().splitlines()[-1])
+            return False
+        return True
+
+    # -- single images ----------------------------------------------------------------------------------------
+    def identify(self, image: np.ndarray) -> List[Dict[str, Any]]:
+        """Identify every face of one image (no tracking): top-k candidates and the decision at the threshold."""
+        check_frame(image)
+        boxes, scores, kps = self.finder.detect(image)
+        frame_u8 = to_uint8(image)
+        if frame_u8.ndim == 3 and frame_u8.shape[2] == 1:
+            frame_u8 = frame_u8[:, :, 0]
+        crops = [align_face(frame_u8, k, self.embedder.crop_size) for k in kps]
+        out: List[Dict[str, Any]] = []
+        if not crops:
+            return out
+        emb = self.embedder.embed(crops)
+        k = self.config.decision.top_k
+        ids, sims = self.gallery.search(emb, k) if len(self.gallery) else (np.full((len(emb), k), None, object),
+                                                                          np.full((len(emb), k), -np.inf))
+        for i in range(len(crops)):
+            quality = self.quality.assess(boxes[i], kps[i], float(scores[i]), crops[i])
+            cands = [[ids[i, j], round(float(sims[i, j]), 4)] for j in range(k) if ids[i, j] is not None]
+            best = cands[0] if cands else [None, None]
+            accepted = best[0] is not None and best[1] >= self.threshold
+            out.append({"bbox": [round(float(v), 1) for v in boxes[i]], "det_score": round(float(scores[i]), 4),
+                        "identity": best[0] if accepted else None, "score": best[1], "accepted": bool(accepted),
+                        "threshold": round(self.threshold, 4), "far": self.config.decision.far,
+                        "candidates": cands, "quality": quality.to_dict()})
+        return out
+
+    def close(self) -> None:
+        """Release the event log and the model (when the pipeline created it)."""
+        if self._own_embedder:
+            self.embedder.close()
+        if self._log is not None:
+            self._log.close()

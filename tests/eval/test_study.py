@@ -1,0 +1,57 @@
+"""The study driver's plumbing on a tiny ORL configuration (2 iterations, 64 px, pretrain + one HSST run)."""
+import json
+
+import pytest
+
+from hsst.eval.study import (Study, StudyConfig, make_split, plan_runs, pretrain_identities, render_results)
+
+
+def test_split_is_deterministic_and_disjoint(orl_dir):
+    a = make_split(orl_dir, n_test=10, max_probes=3, seed=0)
+    b = make_split(orl_dir, n_test=10, max_probes=3, seed=0)
+    c = make_split(orl_dir, n_test=10, max_probes=3, seed=1)
+    assert a == b and a["test"]["identities"] != c["test"]["identities"]
+    test, train = set(a["test"]["identities"]), set(a["train"]["identities"])
+    assert len(test) == 10 and not test & train and len(train) == 30
+    assert a["test"]["probe_images"] == 30 and a["pretrain"]["count"] == 30
+
+
+def test_plan_runs_tables_and_seeds():
+    names = [r.name for r in plan_runs([0, 1])]
+    assert len(names) == len(set(names))
+    assert "hsst-softmax-masked-s1" in names and "plain-softmax-masked-s1" in names
+    assert "hsst-softmax-nonmasked-s0" in names and "hsst-softmax-nonmasked-s1" not in names
+    assert "hsst-triplet-masked-s0" in names and "hsst-triplet-masked-s1" not in names
+    assert len(names) == 4 + 2 + 6  # Table I (4 + 2 extra seeds) and Table II (6 more losses x methods)
+    assert len(plan_runs([0, 1], all_seeds=True)) == 2 * (4 + 6)
+
+
+@pytest.mark.slow
+def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(make_split(orl_dir, n_test=8, max_probes=2, seed=0)))
+    out = tmp_path / "study"
+    cfg = StudyConfig(out=str(out), lfw=str(orl_dir), split=str(split), iters=2, pretrain_iters=2, seeds=[0],
+                      only="pretrain,hsst-softmax-masked-s0", common_args="--input-size 64 --batch-size 4",
+                      pretrain_args="--loss softmax", train_args="--queue-size 8", plain_transform="gray",
+                      masked_transform="gray", device="cpu", eval_batch_size=32, progress=False)
+    finished = Study(cfg).run()
+    assert finished == ["hsst-softmax-masked-s0"]
+    assert sorted(p.name for p in (out / "data" / "train").iterdir()) == sorted(
+        json.loads(split.read_text())["train"]["identities"])
+    assert len(list((out / "data" / "pretrain").iterdir())) == len(pretrain_identities(json.loads(split.read_text()),
+                                                                                        orl_dir))
+    rec = json.loads((out / "runs" / "hsst-softmax-masked-s0" / "result.json").read_text())
+    assert "--init" in rec["train"]["command"] and "pretrain/probe_net.pt" in rec["train"]["command"]
+    for test in ("nonmasked", "masked"):
+        assert rec["eval"][test]["fold"]["probe_images"] == 16 and "simulated NIR" in rec["eval"][test]["title"]
+    assert (out / "runs" / "pretrain" / "result.json").is_file()
+
+    # second invocation: nothing is retrained or re-evaluated
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
+    Study(cfg).run()
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == stamps
+
+    text = render_results(out, tmp_path / "RESULTS.md")
+    assert "simulated NIR" in text and "| softmax, HSST |" in text and "roc_masked.png" in text
+    assert (tmp_path / "study" / "roc_masked.png").is_file()

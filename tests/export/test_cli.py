@@ -1,0 +1,114 @@
+"""hsst-export end to end on this machine (no TensorRT): ONNX + gates + sidecars, clear errors, exit statuses."""
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from hsst.core.metadata import ModelMeta, sidecar_path
+from hsst.export.cli import main
+from hsst.export.exporter import EXIT_ERROR, EXIT_GATE, EXIT_NO_TRT, default_weights
+from hsst.export.trtexec import find_trtexec
+
+NO_TRT = importlib.util.find_spec("tensorrt") is None and find_trtexec() is None
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_missing_model_file(tmp_path):
+    res = run("--weights", tmp_path / "nope.pt", "--data", tmp_path, "-o", tmp_path / "out")
+    assert res.exit_code == EXIT_ERROR and "model file not found" in res.output and "nope.pt" in res.output
+
+
+def test_option_that_does_not_apply_to_the_format(tmp_path):
+    res = run("--weights", tmp_path / "x.pt", "--onnx", "--int8", "--data", tmp_path, "-o", tmp_path / "out")
+    assert res.exit_code == EXIT_ERROR
+    assert "--int8 does not apply to format(s) onnx" in res.output and "onnx-int8" in res.output
+
+
+def test_unwritable_output(tmp_path, probe_ckpt, face_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    res = run("--weights", probe_ckpt, "--data", face_dir, "-o", blocker / "out")
+    assert res.exit_code == EXIT_ERROR and "cannot write to output folder" in res.output
+
+
+@pytest.mark.skipif(default_weights() is not None, reason="the default model is installed")
+def test_no_model_and_no_default(tmp_path):
+    res = run("--data", tmp_path, "-o", tmp_path / "out")
+    assert res.exit_code == EXIT_ERROR and "pass --weights" in res.output
+
+
+@pytest.fixture(scope="module")
+def trt_run(tmp_path_factory, probe_ckpt, face_dir):
+    out = tmp_path_factory.mktemp("export")
+    res = run("--weights", probe_ckpt, "--data", face_dir, "-o", out, "--trt", "--half", "--dynamic", "--batch", 4,
+              "--simplify", "--opset", 13)
+    return res, out
+
+
+@pytest.mark.skipif(not NO_TRT, reason="TensorRT or trtexec is available here")
+def test_trt_without_tensorrt_writes_onnx_and_prints_commands(trt_run):
+    res, out = trt_run
+    assert res.exit_code == EXIT_NO_TRT, res.output
+    onnx_path = out / "hsst-mobilefacenet-112.onnx"
+    meta = ModelMeta.load(sidecar_path(onnx_path))
+    assert meta.extra["status"] == "ok" and meta.extra["parity"]["passed"]
+    assert meta.extra["parity"]["cosine_min"] >= 0.99999 and meta.extra["opset"] == 13
+    assert meta.extra["input"]["shape"] == ["batch", 1, 112, 112] and meta.thresholds == {"1e-3": 0.42, "1e-4": 0.51}
+    text = res.output
+    assert "TensorRT engine NOT built" in text and "/usr/src/tensorrt/bin/trtexec --onnx=hsst-mobilefacenet-112.onnx" in text
+    assert "--minShapes=input:1x1x112x112 --optShapes=input:2x1x112x112 --maxShapes=input:4x1x112x112 --fp16" in text
+    assert "polygraphy run" in text and "--onnx-outputs mark all" in text
+    assert "hsst-export --weights hsst-mobilefacenet-112.onnx --trt --half" in text
+    report = json.loads((out / "export-report.json").read_text())
+    assert report["artifacts"][0]["kind"] == "onnx" and len(report["commands"]) >= 4
+
+
+def test_onnx_int8_from_exported_onnx(trt_run, face_dir):
+    _, out = trt_run
+    onnx_path = out / "hsst-mobilefacenet-112.onnx"
+    res = run("--weights", onnx_path, "--format", "onnx-int8", "--data", face_dir, "-o", out, "--dynamic",
+              "--batch", 4, "--calib-images", 32)
+    assert res.exit_code == 0, res.output
+    assert "hsst-export: OK" in res.output and "next: hsst-gate" in res.output
+    meta = ModelMeta.load(out / "hsst-mobilefacenet-112.int8.onnx.json")
+    assert meta.extra["precision"] == "int8" and meta.extra["parity"]["cosine_mean"] >= 0.99
+
+
+def test_failed_gate_keeps_file_as_failed(tmp_path, face_dir, gray_meta, lfw_faces):
+    """A chaotic network (per-channel BN statistics at init) does not survive INT8: the gate must catch it."""
+    import torch
+
+    from hsst.train.models import create_backbone, save_probe_checkpoint
+
+    torch.manual_seed(0)
+    net = create_backbone("mobilefacenet")
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(torch.from_numpy(lfw_faces[:32]))
+    ckpt = save_probe_checkpoint(tmp_path / "chaotic.pt", net.eval(), gray_meta)
+    res = run("--weights", ckpt, "--format", "onnx-int8", "--data", face_dir, "-o", tmp_path / "out",
+              "--calib-images", 16, "--dynamic", "--batch", 8)
+    assert res.exit_code == EXIT_GATE, res.output
+    failed = tmp_path / "out" / "hsst-mobilefacenet-112.int8.onnx.failed"
+    assert failed.is_file() and not (tmp_path / "out" / "hsst-mobilefacenet-112.int8.onnx").exists()
+    meta = ModelMeta.load(sidecar_path(failed))
+    assert meta.extra["status"] == "failed" and not meta.extra["parity"]["passed"]
+    assert "FAILED" in res.output and "failed its accuracy gate" in res.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_selftest_without_tensorrt():
+    from hsst.export.selftest import jetson_release, main as selftest
+
+    assert selftest([]) == EXIT_NO_TRT
+    assert jetson_release("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic") == {"l4t": "36.4.0",
+                                                                                          "jetpack": "6.1 / 6.2"}
+    assert jetson_release("garbage") is None

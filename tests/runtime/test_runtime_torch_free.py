@@ -1,0 +1,16 @@
+"""The runtime must import and build its parts without torch (a gate installs no torch)."""
+import subprocess
+import sys
+
+
+def test_runtime_never_imports_torch():
+    code = ("import sys\n"
+            "import hsst.runtime, hsst.runtime.cli, hsst.runtime.backends.tensorrt_backend\n"
+            "from hsst.runtime.pipeline import FaceFinder\n"
+            "from hsst.runtime.config import DetectorConfig\n"
+            "FaceFinder.from_config(DetectorConfig(threads=1))\n"
+            "bad = sorted(m for m in sys.modules\n"
+            "             if m == 'torch' or m.startswith(('torch.', 'hsst.train', 'hsst.export')))\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

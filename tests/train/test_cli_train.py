@@ -1,0 +1,63 @@
+"""hsst-train through click: a real smoke run, resume, and errors before any work."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from hsst.train.cli import main
+from hsst.train.logging_utils import read_jsonl
+
+TINY = ["--input-size", "32", "--batch-size", "4", "--max-identities", "8", "--queue-size", "8", "--lr", "0.01",
+        "--device", "cpu", "--threads", "1", "--no-progress"]
+
+
+def test_cli_trains_and_prints_where_results_are(orl_dir, tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["--data", str(orl_dir), "--iters", "2", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    for line, name in (("probe-net:", "probe_net.pt"), ("config:", "config.json"), ("log:", "train_log.jsonl")):
+        assert f"{line}" in res.output and str(out / name) in res.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["optim"]["milestones"] == [1] and cfg["model"]["input_size"] == 32
+    # --resume with a longer run: the saved config is the base, --iters extends it
+    res = CliRunner().invoke(main, ["--out", str(out), "--resume", "--iters", "3", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert [r["iter"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3]
+    # a second fresh run into the same folder must not silently destroy the first
+    res = CliRunner().invoke(main, ["--data", str(orl_dir), "--iters", "2", "--out", str(out), *TINY])
+    assert res.exit_code == 1 and "already holds a training run" in res.output and "--resume" in res.output
+
+
+def test_cli_rejects_bad_combinations_before_any_work(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "never"
+    cases = [
+        (["--data", str(tmp_path), "--teacher", "dlib"], "only works with --method pretrain"),
+        (["--casia", str(tmp_path)], "needs --fold"),
+        (["--data", str(tmp_path), "--casia", str(tmp_path), "--fold", "1"], "exclusive"),
+        (["--data", str(tmp_path), "--queue-size", "0"], "queue-size"),
+        (["--data", str(tmp_path), "--input-size", "100"], "multiple of 16"),
+        (["--data", str(tmp_path), "--iters", "100", "--milestones", "50,20"], "strictly increasing"),
+        (["--data", str(tmp_path), "--in-chans", "3", "--color", "gray"], "contradicts"),
+        (["--data", str(tmp_path), "--method", "plain", "--loss", "softmax", "--margin", "0.2"], "no effect"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(main, [*args, "--out", str(out)])
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.output, (args, res.output)
+    assert not out.exists()
+
+
+def test_cli_print_config_and_data_errors(tmp_path):
+    res = CliRunner().invoke(main, ["--data", str(tmp_path), "--method", "plain", "--loss", "triplet",
+                                    "--in-chans", "3", "--print-config"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.output)
+    assert cfg["method"] == "plain" and cfg["loss"]["name"] == "triplet" and cfg["model"]["color"] == "rgb"
+    res = CliRunner().invoke(main, ["--data", str(tmp_path), "--nir-transform", "thermal", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "unknown NIR transform 'thermal'" in res.output and "gray" in res.output
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(main, ["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert res.exit_code == 1 and "Error" in res.output and str(tmp_path / "empty") in res.output

@@ -1,0 +1,92 @@
+"""TrainConfig: paper defaults, validation messages, round trips."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hsst.core.errors import ConfigError
+from hsst.train.config import TrainConfig, default_milestones, parse_milestones
+
+
+def cfg(**sections) -> TrainConfig:
+    d = {"data": {"data": "/some/where"}}
+    for name, values in sections.items():
+        if name == "method":
+            d["method"] = values
+        else:
+            d.setdefault(name, {}).update(values)
+    return TrainConfig.from_dict(d)
+
+
+def test_paper_defaults():
+    c = cfg().validate()
+    assert c.method == "hsst" and c.loss.name == "softmax" and c.model.backbone == "mobilefacenet"
+    assert (c.optim.batch_size, c.optim.lr, c.optim.iters, c.optim.milestones) == (64, 5e-4, 10000, [6000, 8000])
+    assert (c.optim.momentum, c.optim.weight_decay) == (0.9, 5e-4)
+    assert (c.hsst.queue_size, c.hsst.ema, c.model.embedding_dim) == (128, 0.999, 512)
+
+
+def test_milestones_scale_with_iters():
+    assert cfg(optim={"iters": 1000}).validate().optim.milestones == [600, 800]
+    assert default_milestones(1) == [] and default_milestones(3) == [2]
+    assert parse_milestones("6000, 8000") == [6000, 8000] and parse_milestones("") == []
+    with pytest.raises(ConfigError, match="comma list"):
+        parse_milestones("6k,8k")
+
+
+@pytest.mark.parametrize("sections,message", [
+    ({"method": "pretrain", "teacher": {"name": None}, "loss": {"name": "triplet"}}, "classifier loss"),
+    ({"method": "hsst", "teacher": {"name": "dlib"}}, "only works with --method pretrain"),
+    ({"data": {"casia": "/c"}}, "exclusive"),
+    ({"data": {"data": None, "casia": "/c"}}, "needs --fold"),
+    ({"data": {"fold": 2}}, "only applies to --casia"),
+    ({"data": {"data": None, "casia": "/c", "fold": 11}}, "1..10"),
+    ({"data": {"data": None}}, "no training data"),
+    ({"hsst": {"queue_size": 0}}, "queue-size"),
+    ({"hsst": {"ema": 1.0}}, "--ema"),
+    ({"optim": {"milestones": [8000, 6000]}}, "strictly increasing"),
+    ({"optim": {"iters": 100, "milestones": [60, 100]}}, "1..iters-1"),
+    ({"optim": {"batch_size": 1}}, "batch-size"),
+    ({"optim": {"lr": 0}}, "--lr"),
+    ({"model": {"input_size": 120}}, "multiple of 16"),
+    ({"model": {"backbone": "vgg"}}, "--backbone"),
+    ({"model": {"color": "yuv"}}, "--color"),
+    ({"model": {"init": "/nope/ckpt.pt"}}, "not found"),
+    ({"loss": {"name": "cosface"}}, "--loss"),
+    ({"loss": {"name": "softmax", "margin": 0.3}}, "no effect"),
+    ({"run": {"device": "gpu"}}, "--device"),
+    ({"run": {"save_every": -1}}, "--save-every"),
+    ({"data": {"workers": -2}}, "--workers"),
+    ({"method": "pretrain", "data": {"data": None, "casia": "/c", "fold": 1}}, "VIS identity folders"),
+    ({"method": "sst"}, "--method"),
+])
+def test_invalid_combinations_say_why(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg(**sections).validate()
+
+
+def test_round_trip_and_unknown_keys(tmp_path):
+    c = cfg(method="plain", loss={"name": "am-softmax", "margin": 0.4}, model={"input_size": 144}).validate()
+    path = c.save(tmp_path / "config.json")
+    back = TrainConfig.load(path)
+    assert back.to_dict() == c.to_dict() and back.model.in_chans == 1
+    (tmp_path / "c.yaml").write_text("method: pretrain\ndata: {data: /x}\nloss: {name: arc-softmax}\n")
+    assert TrainConfig.load(tmp_path / "c.yaml").validate().loss.name == "arc-softmax"
+    with pytest.raises(ConfigError, match="unknown keys in config section 'optim'"):
+        TrainConfig.from_dict({"optim": {"learning_rate": 1}})
+    with pytest.raises(ConfigError, match="unknown config sections"):
+        TrainConfig.from_dict({"trainer": {}})
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        TrainConfig.load(tmp_path / "bad.json")
+    assert json.loads(path.read_text())["model"]["input_size"] == 144
+
+
+def test_resume_compatibility_lists_differences():
+    a = cfg().validate()
+    b = cfg(optim={"iters": 20000, "milestones": [6000, 8000]}, run={"device": "cpu"}).validate()
+    b.resume_compatible(a)  # longer run / other device: fine
+    c = cfg(hsst={"queue_size": 64}, loss={"name": "triplet"}).validate()
+    with pytest.raises(ConfigError, match="hsst.queue_size: 128 -> 64.*|loss.name"):
+        c.resume_compatible(a)
