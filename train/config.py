@@ -290,7 +290,7 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "hs
 
 @dataclass
 class TrainConfig:
-    """A whole training run. :func:`hsst.train.train` and the CLI call :meth:`validate` before any work.
+    """A whole training run. :func:`hsst.train.trainer.train` and the CLI call :meth:`validate` before any work.
 
     Attributes:
         method: ``hsst`` (the paper's semi-siamese training), ``plain`` (the paper's fine-tuning baseline)
@@ -337,8 +337,9 @@ class TrainConfig:
         if self.method == "pretrain" and self.teacher.name is None and self.loss.name == "triplet":
             raise ConfigError("classification pretraining needs a classifier loss (softmax, am-softmax, "
                               "arc-softmax), not triplet; or distil with --teacher dlib")
-        if self.method == "pretrain" and self.teacher.name is not None and self.model.embedding_dim < 1:
-            raise ConfigError("distillation needs a positive embedding_dim")
+        if self.teacher.name is not None and (self.loss.scale is not None or self.loss.margin is not None):
+            raise ConfigError("--scale / --margin set a classification or triplet loss; distillation with --teacher "
+                              "uses 1 - cosine (and --teacher-mse), so they would have no effect")
         return self
 
     @property

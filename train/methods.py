@@ -358,10 +358,14 @@ class DistillMethod(TrainingMethod):
     the loss is ``1 - cos`` (plus an optional MSE term) against the teacher descriptor of the same image.
     The descriptors are computed once per image (un-augmented crop) and cached on disk; the trainer hands
     them over with :meth:`set_targets`, indexed like the ImageDataset's items.
+
+    The distillation is cross-modal: the student sees each photo twice, as VIS and through the NIR transform
+    (``--nir-transform``, e.g. ``nir-sim+mask``), and must give the teacher's VIS descriptor for both, so the
+    pretrained init already maps (masked, simulated) NIR faces near their VIS photos.
     """
 
     data_kind = "items"
-    modalities = ("vis",)
+    modalities = ("nir", "vis")
     images_per_sample = 1
     needs_item_index = True
 

@@ -300,9 +300,10 @@ class Trainer:
                 dataset, collate = _WithIndex(images), _collate_indexed
         self.dataset = dataset
         workers = cfg.data.workers
+        # one iterator serves the whole run (the sampler is infinite), so workers need not persist; dropping the
+        # iterator in close() shuts them down
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, collate_fn=collate, num_workers=workers,
-                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                                 prefetch_factor=2 if workers > 0 else None)
+                                 pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers > 0 else None)
         self._iter = None
 
     def _prepare_teacher(self, images: ImageDataset, loader: FaceLoader) -> None:

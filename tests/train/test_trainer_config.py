@@ -60,6 +60,7 @@ def test_milestones_scale_with_iters():
     ({"data": {"workers": -2}}, "--workers"),
     ({"method": "pretrain", "data": {"data": None, "casia": "/c", "fold": 1}}, "VIS identity folders"),
     ({"method": "sst"}, "--method"),
+    ({"method": "pretrain", "teacher": {"name": "dlib"}, "loss": {"margin": 0.2}}, "no effect"),
 ])
 def test_invalid_combinations_say_why(sections, message):
     with pytest.raises(ConfigError, match=message):
