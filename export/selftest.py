@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import click
+
 from hsst.core.errors import HsstError
 
 logger = logging.getLogger(__name__)
@@ -131,15 +133,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
 
     report = system_report()
-    print("hsst TensorRT self-test")
+    click.echo("hsst TensorRT self-test")
     for key, value in report.items():
-        print(f"  {key:20s} {value}")
+        click.echo(f"  {key:20s} {value}")
     if report.get("tensorrt") is None:
-        print(f"TensorRT not available: {report.get('tensorrt_error')}. On a Jetson, TensorRT comes with JetPack: run "
-              "this with the system python3 or a venv made with --system-site-packages.", file=sys.stderr)
+        click.echo(f"TensorRT not available: {report.get('tensorrt_error')}. On a Jetson, TensorRT comes with JetPack: "
+                   "run this with the system python3 or a venv made with --system-site-packages.", err=True)
         return 3
     if args.data is None:
-        print("the self-test needs real aligned faces: pass --data DIR", file=sys.stderr)
+        click.echo("the self-test needs real aligned faces: pass --data DIR", err=True)
         return 1
     from hsst.export.exporter import EngineNotBuilt, Exporter, GateFailed
     from hsst.export.options import ExportOptions
@@ -165,11 +167,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             try:
                 result = Exporter(opts).run()
             except GateFailed as exc:
-                print(f"[FAIL] {precision}: {exc}")
+                click.echo(f"[FAIL] {precision}: {exc}")
                 failures += 1
                 continue
             except (EngineNotBuilt, HsstError) as exc:
-                print(f"[FAIL] {precision}: {exc}")
+                click.echo(f"[FAIL] {precision}: {exc}")
                 failures += 1
                 continue
             for art in result.artifacts:
@@ -177,15 +179,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     onnx_path = art.path  # export from the checkpoint once, then reuse the ONNX
                 if art.kind == "engine":
                     lat = art.latency or {}
-                    print(f"[PASS] {precision}: {art.path.name} built in "
+                    click.echo(f"[PASS] {precision}: {art.path.name} built in "
                           f"{result.seconds:.1f} s; {art.parity}; latency at batch {lat.get('batch')}: "
-                          f"p50 {lat.get('p50_ms', float('nan')):.2f} ms, p90 {lat.get('p90_ms', float('nan')):.2f} ms, "
+                          f"p50 {lat.get('p50_ms', float('nan')):.2f} ms, "
+                          f"p90 {lat.get('p90_ms', float('nan')):.2f} ms, "
                           f"p99 {lat.get('p99_ms', float('nan')):.2f} ms ({lat.get('faces_per_s', 0):.0f} faces/s)")
                     _batch1_latency(art.path)
     finally:
         if out_ctx is not None:
             out_ctx.cleanup()
-    print("self-test:", "PASSED" if failures == 0 else f"{failures} check(s) FAILED")
+    click.echo("self-test:", "PASSED" if failures == 0 else f"{failures} check(s) FAILED")
     return 0 if failures == 0 else 1
 
 
@@ -200,7 +203,7 @@ def _batch1_latency(engine: Path) -> None:
             return
         x = np.zeros((1,) + tuple(runner.max_shape[1:]), np.float32)
         lat = latency_percentiles(runner, x, iters=300)
-    print(f"       batch 1: p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+    click.echo(f"       batch 1: p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
 
 
 if __name__ == "__main__":

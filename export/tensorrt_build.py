@@ -299,7 +299,9 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
         fh.write(serialized)  # IHostMemory supports the buffer protocol
     tmp.replace(engine_path)
     _save_timing_cache(config, cfg.timing_cache)
-    name = cuda_device_name() or "unknown-gpu"
+    name = cuda_device_name() or ""  # empty: check_engine_compat then checks the TensorRT version only
+    if not name:
+        logger.warning("could not read the CUDA device name; the sidecar records the TensorRT version only")
     logger.info("built %s with TensorRT %s (%s API) in %.1f s", engine_path, version, api, build_s)
     return EngineBuild(path=engine_path, version=version, api=api, device=device_tag(cfg.device), device_name=name,
                        precision=cfg.precision, builder="tensorrt-python", build_s=build_s,

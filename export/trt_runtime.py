@@ -68,8 +68,11 @@ class CudaApi:
             raise ModelError("running a TensorRT engine needs cuda-python (pip install cuda-python) or pycuda "
                              "(JetPack: pip install pycuda with CUDA's include and lib paths set)") from None
         drv.init()
-        # An explicit context pushed by this thread (pycuda.autoinit would leave one on the stack at exit).
-        return cls("pycuda", drv, drv.Device(0).make_context())
+        # The device's primary context (the one TensorRT's CUDA runtime calls use), pushed by this thread and
+        # popped by close(); pycuda.autoinit would leave a context on the stack at exit.
+        ctx = drv.Device(0).retain_primary_context()
+        ctx.push()
+        return cls("pycuda", drv, ctx)
 
     def _check(self, result: Any) -> Any:
         if self.backend != "cuda-python":
@@ -77,7 +80,8 @@ class CudaApi:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
             name = self._m.cudaGetErrorName(err)[1]
-            raise ModelError(f"CUDA error {name!r} ({int(err)})")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            raise ModelError(f"CUDA error {name} ({int(err)}); check the GPU driver (nvidia-smi / tegrastats)")
         return rest[0] if len(rest) == 1 else rest
 
     def device_name(self) -> str:

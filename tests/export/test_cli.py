@@ -59,7 +59,8 @@ def test_trt_without_tensorrt_writes_onnx_and_prints_commands(trt_run):
     assert meta.extra["parity"]["cosine_min"] >= 0.99999 and meta.extra["opset"] == 13
     assert meta.extra["input"]["shape"] == ["batch", 1, 112, 112] and meta.thresholds == {"1e-3": 0.42, "1e-4": 0.51}
     text = res.output
-    assert "TensorRT engine NOT built" in text and "/usr/src/tensorrt/bin/trtexec --onnx=hsst-mobilefacenet-112.onnx" in text
+    assert "TensorRT engine NOT built" in text
+    assert "/usr/src/tensorrt/bin/trtexec --onnx=hsst-mobilefacenet-112.onnx" in text
     assert "--minShapes=input:1x1x112x112 --optShapes=input:2x1x112x112 --maxShapes=input:4x1x112x112 --fp16" in text
     assert "polygraphy run" in text and "--onnx-outputs mark all" in text
     assert "hsst-export --weights hsst-mobilefacenet-112.onnx --trt --half" in text
@@ -112,3 +113,23 @@ def test_selftest_without_tensorrt():
     assert jetson_release("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic") == {"l4t": "36.4.0",
                                                                                           "jetpack": "6.1 / 6.2"}
     assert jetson_release("garbage") is None
+
+
+def test_python_api_mirrors_the_cli(tmp_path, probe_ckpt, face_dir):
+    from hsst.export import export
+
+    result = export(weights=probe_ckpt, data=face_dir, output=tmp_path, normalize=True, name="probe")
+    (art,) = result.artifacts
+    assert art.kind == "onnx" and art.path == tmp_path / "probe.onnx" and art.parity.passed
+    assert ModelMeta.load(art.sidecar).output_normalized
+
+
+@pytest.mark.skipif(not NO_TRT, reason="TensorRT or trtexec is available here")
+def test_detector_only_without_tensorrt(tmp_path):
+    pytest.importorskip("tflite2onnx")
+    res = run("--detector", "--trt", "--half", "-o", tmp_path)
+    if default_weights() is None:
+        assert res.exit_code == EXIT_NO_TRT, res.output
+        assert "detector engines NOT built" in res.output
+        assert "--onnx=blazeface_full.onnx" in res.output and "--fp16" in res.output
+        assert (tmp_path / "detector" / "blazeface_full.onnx.json").is_file()

@@ -1,10 +1,10 @@
-"""ONNX export of the real MobileFaceNet at several opsets and batch modes, checked through onnxruntime on real faces."""
+"""ONNX export of the real MobileFaceNet at several opsets and batch modes, checked with onnxruntime on real faces."""
 import numpy as np
 import onnx
 import pytest
 
 from hsst.core.errors import ConfigError
-from hsst.export.onnx_export import BATCH_DIM, export_onnx, fold_gemm_batchnorm, onnx_io
+from hsst.export.onnx_export import BATCH_DIM, decompose_prelu, export_onnx, fold_gemm_batchnorm, onnx_io
 from hsst.export.parity import compare_embeddings, onnx_embeddings, onnx_session, torch_embeddings
 
 
@@ -85,3 +85,16 @@ def test_fold_gemm_batchnorm_is_exact():
     assert [n.op_type for n in model.graph.node] == ["Gemm"]
     after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_optimize_rewrites_prelu_exactly(tmp_path, probe_net, gray_meta, lfw_faces):
+    plain, fast = tmp_path / "p.onnx", tmp_path / "f.onnx"
+    export_onnx(probe_net, gray_meta, plain, dynamic=True)
+    exp = export_onnx(probe_net, gray_meta, fast, dynamic=True, optimize=True)
+    ops = [n.op_type for n in onnx.load(str(fast)).graph.node]
+    assert "PRelu" not in ops and exp.prelu_decomposed == ops.count("Relu") == 33
+    x = lfw_faces[:4]
+    a = onnx_session(plain).run(None, {"input": x})[0]
+    b = onnx_session(fast).run(None, {"input": x})[0]
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    assert decompose_prelu(onnx.load(str(fast))) == 0  # idempotent

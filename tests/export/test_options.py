@@ -26,7 +26,7 @@ def test_engine_only_options_rejected_for_onnx(option, value):
 
 def test_table_covers_every_option_and_format():
     assert set(OPTION_FORMATS) == {"half", "int8", "data", "dynamic", "batch", "imgsz", "workspace", "opset",
-                                   "simplify", "normalize", "device"}
+                                   "simplify", "normalize", "device", "optimize"}
     assert all(set(f) <= set(FORMATS) for f in OPTION_FORMATS.values())
     table = options_table()
     assert table.count("\n") == len(OPTION_FORMATS) + 1

@@ -1,5 +1,4 @@
 """Pure parts of the TensorRT builder (run everywhere) and real TensorRT builds (marked trt: Jetson / GPU hosts)."""
-import numpy as np
 import pytest
 
 from hsst.core.errors import ConfigError, ModelError

@@ -1,0 +1,26 @@
+"""The repository keeps its promises: README's commands are the ones CI runs."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_block(heading: str) -> list:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.strip() for line in block.strip().splitlines()]
+
+
+def test_ci_runs_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    (command,) = _readme_block("Run the tests")
+    assert command in ci.splitlines()
+
+
+def test_ci_installs_what_readme_installs():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    install = _readme_block("Set-up")[1]
+    for part in install.split("&&"):
+        args = part.split()[2:]  # drop "pip install"
+        assert any(line.endswith(" ".join(args)) for line in ci.splitlines()), part
