@@ -12,36 +12,15 @@ import pytest
 
 from hsst.runtime.config import SourceConfig, load_config
 from hsst.runtime.pipeline import GatePipeline
-from hsst.runtime.sources import FrameSource, OpenCVSource, SourceError, open_source
+from hsst.runtime.sources import open_source
 
+from failing_source import FailingOnceVideo
 from hsst.synth.scene import Appearance, SceneBuilder, identity_photos as lfw_people
 
 ROOT = Path(__file__).resolve().parents[2]
 N_ENROLLED, N_STRANGERS = 6, 6
 TAR_MIN = 0.8        # >= 5 of 6 enrolled people accepted
 FAR_MAX = 1 / 6      # <= 1 of 6 strangers accepted (track level)
-
-
-class CableGlitch(FrameSource):
-    """The real scene video, failing once after ``fail_after`` frames (a USB camera replugged)."""
-
-    is_live = True
-
-    def __init__(self, path, fail_after):
-        super().__init__("glitchy-camera")
-        self.inner, self.fail_after, self.count, self.failed = OpenCVSource("file", str(path)), fail_after, 0, False
-
-    def open(self):
-        if self.inner._cap is None:
-            self.inner.open()
-
-    def read(self):
-        if self.count == self.fail_after and not self.failed:
-            self.failed = True
-            raise SourceError("camera unplugged")
-        frame = self.inner.read()
-        self.count += frame is not None
-        return frame
 
 
 @pytest.mark.slow
@@ -68,7 +47,7 @@ def test_gate_end_to_end(default_model, lfw_dir, tmp_path):
 
     events = []
     gate.events.subscribe(events.append)
-    glitch = CableGlitch(scene.path, fail_after=scene.frames // 2)
+    glitch = FailingOnceVideo(scene.path, fail_after=scene.frames // 2)
     source = open_source(SourceConfig(reconnect_initial_s=0.01), on_event=gate.events.emit, factory=lambda: glitch)
     snap = gate.run(source)
     gate.close()

@@ -9,8 +9,9 @@ from hsst.core.image import read_image
 from hsst.runtime.config import GateConfig, SourceConfig
 from hsst.runtime.events import read_events
 from hsst.runtime.pipeline import DropQueue, GatePipeline
-from hsst.runtime.sources import FrameSource, OpenCVSource, SourceError, open_source
+from hsst.runtime.sources import FrameSource, OpenCVSource, open_source
 
+from failing_source import FailingOnceVideo
 from hsst.synth.scene import Appearance, identity_photos as lfw_people
 
 
@@ -51,28 +52,6 @@ class ListSource(FrameSource):
         return self.frames[self.pos - 1]
 
 
-class FlakyVideo(FrameSource):
-    """A real video file that fails once after ``fail_after`` frames and then continues (camera replugged)."""
-
-    is_live = True
-
-    def __init__(self, path, fail_after):
-        super().__init__("flaky-video")
-        self.inner, self.fail_after, self.count, self.failed = OpenCVSource("file", str(path)), fail_after, 0, False
-
-    def open(self):
-        if self.inner._cap is None:
-            self.inner.open()
-
-    def read(self):
-        if self.count == self.fail_after and not self.failed:
-            self.failed = True
-            raise SourceError("USB camera disconnected")
-        frame = self.inner.read()
-        self.count += frame is not None
-        return frame
-
-
 def test_bad_frames_are_counted_skips(embedder, finder, lfw_dir):
     gate = GatePipeline(_config(), embedder=embedder, finder=finder)
     good = cv2.copyMakeBorder(read_image(sorted((lfw_dir / "Aaron_Peirsol").glob("*.jpg"))[0]), 115, 115, 195, 195,
@@ -106,7 +85,7 @@ def test_failing_source_recovered_with_state_kept(scene, embedder, finder, tmp_p
     seen = []
     gate.events.subscribe(seen.append)
     fail_at = scene.appearances[0].start + 20                    # while the first person stands at the gate
-    flaky = FlakyVideo(scene.path, fail_after=fail_at)
+    flaky = FailingOnceVideo(scene.path, fail_after=fail_at)
     source = open_source(SourceConfig(reconnect_initial_s=0.01), on_event=gate.events.emit, factory=lambda: flaky)
     tracks_at = {}
     snap = gate.run(source, on_frame=lambda r: tracks_at.setdefault(r.frame_index, {f.track_id for f in r.faces}))
