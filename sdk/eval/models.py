@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -181,11 +180,6 @@ def write_thresholds(model_path: Union[str, Path], thresholds: Dict[str, float],
     if source:
         meta.extra = {**meta.extra, "thresholds_from": json.loads(json.dumps(source))}
     ckpt["meta"] = meta.to_dict()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    from hsst.train.checkpointing import atomic_torch_save
+
+    return atomic_torch_save(ckpt, path)

@@ -13,7 +13,6 @@ Foreign checkpoints (FaceX-Zoo, TreB1eN, insightface ``arcface_torch``) load by 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from hsst.train.checkpointing import atomic_torch_save
 from hsst.core.errors import ConfigError, ModelError
 from hsst.core.metadata import ModelMeta, Preprocess
 from hsst.train.models.base import unwrap_model
@@ -127,15 +127,7 @@ def save_probe_checkpoint(path: Union[str, Path], model: nn.Module, meta: ModelM
     }
     _check_plain(payload["meta"], "meta")
     _check_plain(payload["extra"], "extra")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def _torch_load(path: Path, map_location: Any, what: str, weights_only: bool = True) -> Any:
