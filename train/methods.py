@@ -377,8 +377,14 @@ class DistillMethod(TrainingMethod):
         self.targets: Optional[torch.Tensor] = None
 
     def set_targets(self, targets: torch.Tensor) -> None:
-        """``(num_items, teacher_dim)`` teacher descriptors (row i: ImageDataset item i)."""
-        self.targets = targets.to(self.ctx.device)
+        """``(num_items, teacher_dim)`` teacher descriptors (row i: ImageDataset item i).
+
+        The descriptors are centred on their dataset mean and renormalised: dlib's descriptors of different
+        people still have cosine ~0.9 (a large shared component), so raw targets would let the student score
+        a low loss by predicting the mean; centred targets keep only what tells people apart.
+        """
+        centred = targets.float() - targets.float().mean(dim=0, keepdim=True)
+        self.targets = torch.nn.functional.normalize(centred, dim=1).to(self.ctx.device)
 
     def forward_loss(self, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         images, _labels, item_index = batch
