@@ -7,7 +7,8 @@ Python API (mirrors ``hsst-export``)::
 
 Submodules: ``options`` (the option/format table), ``onnx_export``, ``parity`` (gates), ``sidecar``,
 ``calibration`` (face loader, TensorRT calibrator), ``quantize`` (onnxruntime INT8 / Q/DQ), ``tensorrt_build``,
-``trt_runtime``, ``trtexec``, ``detector``, ``exporter`` (the pipeline), ``selftest`` (Jetson self-test), ``cli``.
+``trtexec``, ``detector``, ``exporter`` (the pipeline), ``selftest`` (Jetson self-test), ``cli``. Built engines run
+through the gate runtime's own TensorRT backend (``hsst.runtime.backends``), so the gates test what the gate runs.
 Importing this package does not import torch or TensorRT; the steps that need them import them.
 """
 from hsst.export.exporter import EngineNotBuilt, ExportResult, Exporter, GateFailed, export

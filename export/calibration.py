@@ -156,7 +156,7 @@ def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, ca
         data: calibration faces.
         batch_size: faces per calibration batch (the engine's max batch or the profile's opt).
         cache_path: calibration cache; read if it exists (no calibration run), written after calibrating.
-        cuda: a :class:`hsst.export.trt_runtime.CudaApi` for the device buffer.
+        cuda: the current :class:`hsst.runtime.backends.cuda.CudaContext`, for the device buffer.
 
     Returns:
         The calibrator, to assign to ``config.int8_calibrator``.

@@ -217,8 +217,8 @@ class Exporter:
             self.result.artifacts.append(Artifact("detector-onnx", onnx_path, side))
         if "engine" not in self.opts.formats:
             return
-        from hsst.export.trt_runtime import TensorRTUnavailable, import_tensorrt
         from hsst.export.trtexec import find_trtexec
+        from hsst.runtime.backends.cuda import TensorRTUnavailable, import_tensorrt
 
         try:
             trt = import_tensorrt()
@@ -247,9 +247,11 @@ class Exporter:
         from hsst.export.detector import detector_gate, detector_inputs, detector_sidecar, write_json
         from hsst.export.onnx_export import onnx_io
         from hsst.export.tensorrt_build import EngineBuildConfig, build_engine, engine_filename, timing_cache_path
-        from hsst.export.trt_runtime import TrtRunner, cuda_device_name, latency_percentiles
+        from hsst.runtime.backends import create_backend, latency_percentiles
+        from hsst.runtime.backends.cuda import cuda_device_name, import_pycuda
 
         precision = self._detector_precision()
+        import_pycuda()  # the gate runs the engine: fail before the build if pycuda or the GPU is missing
         device = parse_device(self.opts.device)
         version = str(trt.__version__)
         (in_name, shape), = onnx_io(onnx_path)[0][:1]
@@ -263,9 +265,9 @@ class Exporter:
         sess = onnx_session(onnx_path)
         out_names = [o.name for o in sess.get_outputs()]
         ref = {n: np.concatenate([sess.run([n], {in_name: x[i:i + 1]})[0] for i in range(len(x))]) for n in out_names}
-        with TrtRunner(path, check_sidecar=False) as runner:
-            runs = [runner.run_all(x[i:i + 1]) for i in range(len(x))]
-            latency = latency_percentiles(runner, x[:1])
+        with create_backend("tensorrt", path, check_sidecar=False) as engine:  # its sidecar comes below
+            runs = [engine.run({in_name: x[i:i + 1]}) for i in range(len(x))]
+            latency = latency_percentiles(engine.infer, x[:1])
         got = {n: np.concatenate([r[n] for r in runs]) for n in out_names}
         report = detector_gate(ref, got, precision)
         manifest = json.loads((onnx_path.parent / "face_models.json").read_text())
@@ -394,8 +396,8 @@ class Exporter:
         return path
 
     def export_engine(self, onnx_path: Path, out: Path) -> Optional[Path]:
-        from hsst.export.trt_runtime import TensorRTUnavailable, import_tensorrt
         from hsst.export.trtexec import find_trtexec
+        from hsst.runtime.backends.cuda import TensorRTUnavailable, import_tensorrt
 
         try:
             trt = import_tensorrt()
@@ -439,11 +441,12 @@ class Exporter:
     def _engine_python(self, trt: Any, onnx_path: Path, out: Path) -> Path:
         from hsst.export.tensorrt_build import (EngineBuildConfig, api_generation, autocast_fp16, build_engine,
                                                 engine_filename, timing_cache_path)
-        from hsst.export.trt_runtime import CudaApi, TrtRunner, cuda_device_name, latency_percentiles
+        from hsst.runtime.backends import create_backend, latency_percentiles
+        from hsst.runtime.backends.cuda import cuda_device_name, import_pycuda
 
         o = self.opts
         base, chw, profile = self._engine_inputs(onnx_path)
-        CudaApi.create().close()  # the gate runs the engine: fail before a long build if no CUDA binding exists
+        import_pycuda()  # the gate runs the engine: fail before a long build if pycuda or the GPU is missing
         device = parse_device(o.device)
         version = str(trt.__version__)
         api = api_generation(version)
@@ -468,12 +471,13 @@ class Exporter:
         ref = onnx_embeddings(onnx_path, faces, batch=o.batch, static=profile is None)
         from hsst.export.parity import run_in_batches
 
-        with TrtRunner(path, check_sidecar=False) as runner:
-            got = run_in_batches(runner, faces, runner.max_batch, static=not runner.dynamic)
-            bench = faces[: runner.max_batch]
-            if bench.shape[0] < runner.max_batch and not runner.dynamic:
-                bench = np.resize(faces, (runner.max_batch,) + faces.shape[1:]).astype(np.float32)
-            latency = latency_percentiles(runner, bench)
+        with create_backend("tensorrt", path, check_sidecar=False) as engine:  # its sidecar comes below
+            limit = engine.batch_limit
+            got = run_in_batches(engine.infer, faces, limit, static=engine.static_batch)
+            bench = faces[:limit]
+            if bench.shape[0] < limit and engine.static_batch:
+                bench = np.resize(faces, (limit,) + faces.shape[1:]).astype(np.float32)
+            latency = latency_percentiles(engine.infer, bench)
         report = compare_embeddings(ref, got, o.precision, "onnxruntime-fp32", f"tensorrt-{o.precision}")
         record = build.record(cfg)
         side = make_sidecar(base, path, "engine", base.extra["input"]["shape"], base.extra["output"]["shape"],

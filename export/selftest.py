@@ -84,16 +84,13 @@ def system_report() -> Dict[str, Optional[str]]:
     except Exception as exc:  # ImportError or a library load error
         report["tensorrt"] = None
         report["tensorrt_error"] = f"{type(exc).__name__}: {exc}"
-    from hsst.export.trt_runtime import CudaApi
+    from hsst.runtime.backends.cuda import cuda_device_info
 
     try:
-        api = CudaApi.create()
-        report["gpu"], report["compute_capability"], report["cuda_binding"] = (
-            api.device_name(), api.compute_capability(), api.backend)
-        api.close()
-    except Exception as exc:
+        report.update(cuda_device_info(0))  # gpu, compute_capability, pycuda
+    except Exception as exc:  # a report: say what failed, never stop
         report["gpu"] = None
-        report["cuda_binding_error"] = str(exc)
+        report["pycuda_error"] = str(exc)
     try:
         import onnxruntime
 
@@ -188,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if out_ctx is not None:
             out_ctx.cleanup()
-    click.echo("self-test:", "PASSED" if failures == 0 else f"{failures} check(s) FAILED")
+    click.echo("self-test: " + ("PASSED" if failures == 0 else f"{failures} check(s) FAILED"))
     return 0 if failures == 0 else 1
 
 
@@ -196,13 +193,14 @@ def _batch1_latency(engine: Path) -> None:
     """Latency of a single face (the gate's usual case) on a built engine."""
     import numpy as np
 
-    from hsst.export.trt_runtime import TrtRunner, latency_percentiles
+    from hsst.runtime.backends import create_backend, latency_percentiles
 
-    with TrtRunner(engine, check_sidecar=True) as runner:
-        if not runner.dynamic and runner.max_batch != 1:
+    with create_backend("tensorrt", engine, check_sidecar=True) as backend:
+        if backend.static_batch and backend.batch_limit != 1:
             return
-        x = np.zeros((1,) + tuple(runner.max_shape[1:]), np.float32)
-        lat = latency_percentiles(runner, x, iters=300)
+        spec = backend.inputs[0]
+        x = np.zeros((1,) + tuple(spec.shape[1:]), spec.dtype)
+        lat = latency_percentiles(backend.infer, x, iters=300)
     click.echo(f"       batch 1: p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
 
 

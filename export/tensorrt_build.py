@@ -20,13 +20,15 @@ import logging
 import os
 import re
 import time
+import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 from hsst.core.errors import ConfigError, ModelError
 from hsst.export.calibration import FaceImageFolder, make_entropy_calibrator
-from hsst.export.trt_runtime import CudaApi, cuda_device_name, import_tensorrt
+from hsst.runtime.backends.cuda import CudaContext, cuda_device_name, import_tensorrt
 
 logger = logging.getLogger(__name__)
 
@@ -206,15 +208,54 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
     Raises:
         TensorRTUnavailable: ``tensorrt`` does not import.
         ConfigError: a precision / device this TensorRT or GPU cannot do (the message says what to do).
-        ModelError: the ONNX does not parse or the build fails.
+        ModelError: the ONNX does not parse, the build fails, or INT8 calibration finds no pycuda / GPU.
     """
     trt = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     version = str(trt.__version__)
     api = api_generation(version)
-    qdq = onnx_has_qdq(onnx_path)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}")
+    qdq = onnx_has_qdq(onnx_path)
+    # Implicit INT8 calibration feeds faces from a device buffer (pycuda): the builder runs, and is destroyed,
+    # inside that buffer's CUDA context. Every other build needs TensorRT alone.
+    ctx = CudaContext(0) if (api != "11" and cfg.precision == "int8" and not qdq) else None
+    try:
+        with ctx.active() if ctx is not None else nullcontext():
+            try:
+                serialized, quantization, build_s = _build(trt, onnx_path, cfg, api, qdq, ctx)
+            except BaseException as exc:
+                # A traceback keeps _build's TensorRT objects alive: release them while their context is current.
+                traceback.clear_frames(exc.__traceback__)
+                raise
+    finally:
+        if ctx is not None:
+            ctx.close()
+    if serialized is None:
+        raise ModelError(f"TensorRT {version} failed to build an engine from {onnx_path} (see the TensorRT log "
+                         "above); try a larger --workspace, --device gpu, or another precision")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(serialized)
+    tmp.replace(engine_path)
+    name = cuda_device_name() or ""  # empty: check_engine_compat then checks the TensorRT version only
+    if not name:
+        logger.warning("could not read the CUDA device name (pycuda missing?); the sidecar records the TensorRT "
+                       "version only")
+    logger.info("built %s with TensorRT %s (%s API) in %.1f s", engine_path, version, api, build_s)
+    return EngineBuild(path=engine_path, version=version, api=api, device=device_tag(cfg.device), device_name=name,
+                       precision=cfg.precision, builder="tensorrt-python", build_s=build_s,
+                       quantization=quantization)
+
+
+def _build(trt: Any, onnx_path: Path, cfg: EngineBuildConfig, api: str, qdq: bool,
+           cuda: Optional[CudaContext]) -> Tuple[Optional[bytes], Optional[str], float]:
+    """The TensorRT builder run: (engine bytes or None, quantization, build seconds); saves the timing cache.
+
+    ``cuda`` is the current CUDA context for implicit INT8 calibration (None otherwise); every TensorRT object
+    made here is released on return, before the caller destroys that context.
+    """
+    version = str(trt.__version__)
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
     flags = 0
@@ -232,7 +273,7 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
         profile.set_shape(cfg.input_name, (lo, *cfg.chw), (opt, *cfg.chw), (hi, *cfg.chw))
         config.add_optimization_profile(profile)
 
-    calibrator, cuda, quantization = None, None, None
+    calibrator, quantization = None, None
     if api == "11":
         if cfg.precision == "fp16" and not _onnx_has_fp16(onnx_path):
             raise ConfigError(
@@ -257,7 +298,6 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
             else:
                 if cfg.calib_data is None or cfg.calib_cache is None:
                     raise ConfigError("INT8 calibration needs faces (--data DIR) and a calibration cache path")
-                cuda = CudaApi.create()
                 calibrator = make_entropy_calibrator(trt, cfg.calib_data, cfg.calib_batch, cfg.calib_cache, cuda)
                 config.int8_calibrator = calibrator
                 if profile is not None and hasattr(config, "set_calibration_profile"):
@@ -287,25 +327,11 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
     finally:
         if calibrator is not None:
             calibrator.free()
-        if cuda is not None:
-            cuda.close()
     build_s = time.perf_counter() - t0
     if serialized is None:
-        raise ModelError(f"TensorRT {version} failed to build an engine from {onnx_path} (see the TensorRT log "
-                         "above); try a larger --workspace, --device gpu, or another precision")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(serialized)  # IHostMemory supports the buffer protocol
-    tmp.replace(engine_path)
+        return None, quantization, build_s
     _save_timing_cache(config, cfg.timing_cache)
-    name = cuda_device_name() or ""  # empty: check_engine_compat then checks the TensorRT version only
-    if not name:
-        logger.warning("could not read the CUDA device name; the sidecar records the TensorRT version only")
-    logger.info("built %s with TensorRT %s (%s API) in %.1f s", engine_path, version, api, build_s)
-    return EngineBuild(path=engine_path, version=version, api=api, device=device_tag(cfg.device), device_name=name,
-                       precision=cfg.precision, builder="tensorrt-python", build_s=build_s,
-                       quantization=quantization)
+    return bytes(serialized), quantization, build_s  # IHostMemory supports the buffer protocol
 
 
 def _onnx_has_fp16(onnx_path: Path) -> bool:

@@ -48,7 +48,8 @@ def test_detector_engine_build_and_gate(detector_files, lfw_dir, tmp_path):
 
     from hsst.export.detector import detector_gate, detector_inputs
     from hsst.export.tensorrt_build import EngineBuildConfig, build_engine
-    from hsst.export.trt_runtime import TrtRunner, cuda_device_name
+    from hsst.runtime.backends import create_backend
+    from hsst.runtime.backends.cuda import cuda_device_name
 
     (onnx_path, _), = detector_files
     engine = tmp_path / "blazeface_short.engine"
@@ -57,8 +58,8 @@ def test_detector_engine_build_and_gate(detector_files, lfw_dir, tmp_path):
     sess = onnx_session(onnx_path)
     names = [o.name for o in sess.get_outputs()]
     ref = {n: np.concatenate([sess.run([n], {"input": x[i:i + 1]})[0] for i in range(4)]) for n in names}
-    with TrtRunner(engine, check_sidecar=False) as runner:
-        runs = [runner.run_all(x[i:i + 1]) for i in range(4)]
+    with create_backend("tensorrt", engine, check_sidecar=False) as runner:
+        runs = [runner.run({"input": x[i:i + 1]}) for i in range(4)]
     got = {n: np.concatenate([r[n] for r in runs]) for n in names}
     assert detector_gate(ref, got, "fp16").passed
     check_engine_compat({"tensorrt": build.record(EngineBuildConfig())}, trt.__version__, cuda_device_name())

@@ -1,7 +1,7 @@
 """Real TensorRT builds (FP16, INT8), accuracy gates and latency: run on a Jetson or a TensorRT GPU host.
 
 Skipped elsewhere by tests/conftest.py (marker ``trt``). Nothing here is simulated: the engines are built by the
-installed TensorRT and run through cuda-python or pycuda.
+installed TensorRT and run through the gate runtime's TensorRT backend (pycuda).
 """
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ def dyn_onnx(tmp_path_factory, probe_net, gray_meta):
 
 def test_fp16_engine_matches_onnxruntime_and_has_latency(tmp_path, dyn_onnx, lfw_faces):
     from hsst.export.tensorrt_build import EngineBuildConfig, build_engine
-    from hsst.export.trt_runtime import TrtRunner, latency_percentiles
+    from hsst.runtime.backends import create_backend, latency_percentiles
 
     engine = tmp_path / "m.engine"
     cfg = EngineBuildConfig(precision="fp16", chw=(1, 112, 112), profile=(1, 4, 8), workspace_gib=1.0,
@@ -33,11 +33,11 @@ def test_fp16_engine_matches_onnxruntime_and_has_latency(tmp_path, dyn_onnx, lfw
     assert (tmp_path / "timing.cache").stat().st_size > 0
     faces = lfw_faces[:32]
     ref = onnx_embeddings(dyn_onnx, faces, 8, static=False)
-    with TrtRunner(engine, check_sidecar=False) as runner:
-        assert runner.dynamic and runner.max_batch == 8
-        got = run_in_batches(runner, faces, 8, static=False)
-        single = runner(faces[:1])
-        lat = latency_percentiles(runner, faces[:8], iters=100)
+    with create_backend("tensorrt", engine, check_sidecar=False) as runner:
+        assert not runner.static_batch and runner.batch_limit == 8
+        got = run_in_batches(runner.infer, faces, 8, static=False)
+        single = runner.infer(faces[:1])
+        lat = latency_percentiles(runner.infer, faces[:8], iters=100)
     report = compare_embeddings(ref, got, "fp16")
     assert report.passed, report
     np.testing.assert_allclose(single, got[:1], rtol=1e-2, atol=1e-2)
@@ -49,7 +49,7 @@ def test_exporter_fp16_and_int8_with_calibration_cache(tmp_path, probe_ckpt, fac
     import tensorrt as trt
 
     from hsst.export.tensorrt_build import api_generation
-    from hsst.export.trt_runtime import cuda_device_name
+    from hsst.runtime.backends.cuda import cuda_device_name
 
     res = export(weights=probe_ckpt, formats=("engine",), half=True, dynamic=True, batch=8, data=face_dir,
                  output=tmp_path)

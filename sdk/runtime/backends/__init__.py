@@ -1,5 +1,12 @@
-"""Inference backends behind one interface: onnxruntime (CPU / CUDA EP) and TensorRT (pycuda, optional)."""
-from hsst.runtime.backends.base import Backend, TensorSpec, create_backend, list_backends, register_backend
+"""Inference backends behind one interface: onnxruntime (CPU / CUDA EP) and TensorRT (pycuda, optional).
+
+``tensorrt_backend`` is hsst's one TensorRT engine runner (gate runtime and exporter alike); ``cuda`` holds the
+optional TensorRT / pycuda imports, the CUDA context and device queries. Neither imports TensorRT or pycuda
+until an engine is loaded.
+"""
+from hsst.runtime.backends.base import (Backend, TensorSpec, create_backend, latency_percentiles, list_backends,
+                                        register_backend)
 from hsst.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-__all__ = ["Backend", "TensorSpec", "create_backend", "list_backends", "register_backend", "OnnxRuntimeBackend"]
+__all__ = ["Backend", "TensorSpec", "create_backend", "list_backends", "register_backend", "latency_percentiles",
+           "OnnxRuntimeBackend"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -99,6 +100,28 @@ def check_input(array: np.ndarray, spec: TensorSpec) -> None:
         raise InputError(f"input {spec.name!r} must be {spec.dtype}, got {array.dtype}")
     if not array.flags.c_contiguous:
         raise InputError(f"input {spec.name!r} must be C-contiguous (np.ascontiguousarray)")
+
+
+def latency_percentiles(fn: Callable[[np.ndarray], object], x: np.ndarray, iters: int = 200,
+                        warmup: int = 20) -> Dict[str, float]:
+    """Wall-clock latency of ``fn(x)`` (e.g. ``backend.infer``) in milliseconds over ``iters`` calls.
+
+    Returns:
+        ``p50_ms``, ``p90_ms``, ``p99_ms``, ``mean_ms``, ``iters``, ``batch`` and ``faces_per_s``, the figures
+        engine sidecars and the TensorRT self-test report.
+    """
+    if iters < 1 or warmup < 0:
+        raise InputError(f"latency needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    for _ in range(warmup):
+        fn(x)
+    times = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        fn(x)
+        times[i] = (time.perf_counter() - t0) * 1e3
+    p50, p90, p99 = np.percentile(times, (50, 90, 99))
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(times.mean()),
+            "iters": int(iters), "batch": int(x.shape[0]), "faces_per_s": float(x.shape[0] * 1e3 / times.mean())}
 
 
 _BACKENDS: Dict[str, Callable[..., Backend]] = {}

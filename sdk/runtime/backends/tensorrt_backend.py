@@ -7,11 +7,10 @@ Supports both TensorRT Python API generations found on Jetsons:
 * TensorRT 8.2 (Jetson Nano, JetPack 4.6): bindings, ``set_binding_shape`` and ``execute_async_v2``
   (``execute_async`` for implicit-batch engines).
 
-Threading: the backend creates its own CUDA context on the requested device and pushes it before every call
-and pops it after, so the worker thread that runs inference need not be the one that loaded the engine
-(without this pycuda raises "invalid device context" in worker threads). :meth:`close` frees the buffers
-inside the context, then pops and detaches it, so the interpreter does not abort with "context stack was not
-empty upon module cleanup".
+Threading: the backend owns a :class:`~hsst.runtime.backends.cuda.CudaContext` on the requested device and
+makes it current around every call, so the worker thread that runs inference need not be the one that loaded
+the engine. :meth:`close` frees the buffers inside the context, then detaches it. This is the one engine runner
+of hsst: the gate runtime and the exporter's accuracy gates, latency figures and self-test all use it.
 """
 from __future__ import annotations
 
@@ -27,29 +26,9 @@ import numpy as np
 from hsst.core.errors import InputError, ModelError
 from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
 from hsst.runtime.backends.base import Backend, TensorSpec, register_backend
+from hsst.runtime.backends.cuda import CudaContext, import_pycuda, import_tensorrt
 
 logger = logging.getLogger(__name__)
-
-INSTALL_HINT = ("TensorRT and pycuda are needed for backend 'tensorrt': on a Jetson they come with JetPack "
-                "(python3-libnvinfer; pip install pycuda with CUDA's include/lib on the path) and the venv must be "
-                "created with --system-site-packages; on a desktop GPU: pip install tensorrt pycuda. "
-                "Otherwise use backend 'onnxruntime'.")
-
-
-def import_tensorrt() -> Tuple[Any, Any]:
-    """Import ``tensorrt`` and ``pycuda.driver`` (initialised), or raise :class:`ModelError` saying what to install."""
-    try:
-        import tensorrt as trt
-        import pycuda.driver as cuda
-    except ImportError as exc:
-        raise ModelError(f"{INSTALL_HINT} ({exc})") from exc
-    cuda.init()
-    return trt, cuda
-
-
-def trt_major(trt: Any) -> Tuple[int, int]:
-    parts = trt.__version__.split(".")
-    return int(parts[0]), int(parts[1])
 
 
 class _Binding:
@@ -77,30 +56,40 @@ class TensorRTBackend(Backend):
     """A serialized TensorRT engine run with pycuda.
 
     Args:
-        model_path: ``.engine`` file (plain TensorRT bytes, as written by hsst-export / trtexec); when its
-            JSON sidecar exists, its TensorRT version and GPU are checked against this device first.
+        model_path: ``.engine`` file (plain TensorRT bytes, as written by hsst-export / trtexec).
         device: CUDA device index.
         max_batch: batch to size buffers for when the engine's profile allows more.
+        check_sidecar: when the engine's JSON sidecar exists, check its TensorRT version and GPU against this
+            device first (off for an engine just built, whose sidecar is not written yet).
+
+    Raises:
+        TensorRTUnavailable: ``tensorrt`` does not import.
+        ModelError: missing or unloadable engine, no pycuda, no GPU, or a sidecar for another TensorRT / GPU.
     """
 
     def __init__(self, model_path: Union[str, Path], device: int = 0, max_batch: Optional[int] = None,
-                 **_ignored) -> None:
+                 check_sidecar: bool = True, **_ignored) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(f"TensorRT engine not found: {path}; build it on this device with "
                              "hsst-export (engines are not portable across TensorRT versions or GPUs)")
-        trt, cuda = import_tensorrt()
+        trt = import_tensorrt()
+        cuda = import_pycuda()
         self._trt, self._cuda = trt, cuda
-        if sidecar_path(path).is_file():
-            # Fail with "rebuild on this device" before TensorRT's own "Version tag does not match".
-            check_engine_compat(ModelMeta.load(sidecar_path(path)), trt.__version__,
-                                str(cuda.Device(device).name()).strip())
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
         self._bindings: List[_Binding] = []
         self._runtime = self._engine = self._context = self._stream = None
-        self._ctx = cuda.Device(device).make_context()  # created AND pushed: pop it before leaving
+        self._ctx = CudaContext(device)
+        if check_sidecar and sidecar_path(path).is_file():
+            # Fail with "rebuild on this device" before TensorRT's own "Version tag does not match".
+            try:
+                check_engine_compat(ModelMeta.load(sidecar_path(path)), trt.__version__, self._ctx.name)
+            except Exception:
+                self._ctx.close()
+                raise
+        self._ctx.push()
         try:
             self._trt_logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._trt_logger)
@@ -119,12 +108,12 @@ class TensorRTBackend(Backend):
                 self._free()  # CUDA objects must die while their context is current
             finally:
                 self._ctx.pop()
-                self._ctx.detach()
+                self._ctx.close()
             raise
         self._ctx.pop()
         _LIVE.add(self)
-        logger.info("TensorRT %s engine %s (%s API): %s", trt.__version__, path.name,
-                    "named-tensor" if self._named else "bindings",
+        logger.info("TensorRT %s engine %s (%s API) on %s: %s", trt.__version__, path.name,
+                    "named-tensor" if self._named else "bindings", self._ctx.name,
                     [(b.name, b.shape, "in" if b.is_input else "out") for b in self._bindings])
 
     # -- discovery ----------------------------------------------------------------------------------------
@@ -223,8 +212,7 @@ class TensorRTBackend(Backend):
         batch = next(iter(shapes.values()))[0]
         cuda = self._cuda
         with self._lock:
-            self._ctx.push()
-            try:
+            with self._ctx.active():
                 self._set_input_shapes(shapes)
                 for b in inputs:
                     src = np.ascontiguousarray(feeds[b.name]).ravel()
@@ -257,8 +245,6 @@ class TensorRTBackend(Backend):
                 for b in outputs:
                     count = int(np.prod(out_shapes[b.name]))
                     results[b.name] = b.host[:count].reshape(out_shapes[b.name]).copy()
-            finally:
-                self._ctx.pop()
         names = output_names or [b.name for b in self._bindings if not b.is_input]
         return {n: results[n] for n in names}
 
@@ -274,7 +260,7 @@ class TensorRTBackend(Backend):
         self._runtime = None
 
     def close(self) -> None:
-        """Free buffers and the engine inside the context, then pop and detach the context."""
+        """Free buffers and the engine inside the context, then detach the context (idempotent)."""
         with self._lock:
             if self._closed:
                 return
@@ -284,7 +270,7 @@ class TensorRTBackend(Backend):
                 self._free()
             finally:
                 self._ctx.pop()
-                self._ctx.detach()
+                self._ctx.close()
         _LIVE.discard(self)
 
 

@@ -8,7 +8,7 @@ from hsst.core.errors import ConfigError, InputError, ModelError
 from hsst.core.image import read_image
 from hsst.core.metadata import ModelMeta, sidecar_path
 from hsst.core.preprocess import to_input
-from hsst.runtime.backends import OnnxRuntimeBackend, create_backend, list_backends
+from hsst.runtime.backends import OnnxRuntimeBackend, create_backend, latency_percentiles, list_backends
 from hsst.runtime.embedder import Embedder
 
 
@@ -98,3 +98,15 @@ def test_missing_engine_is_a_clear_error(tmp_path):
         Embedder.from_config(EmbedderConfig(model=str(tmp_path / "m.8.10.3.orin.fp16.engine"), backend="tensorrt"))
     with pytest.raises(ModelError, match="TensorRT engine not found"):
         create_backend("tensorrt", tmp_path / "m.engine")
+
+
+def test_latency_percentiles_of_a_real_backend(mfn_onnx, crops):
+    pre = ModelMeta.load(sidecar_path(mfn_onnx)).preprocess
+    x = to_input(crops[:2], pre)
+    with create_backend("onnxruntime", mfn_onnx, threads=1) as backend:
+        lat = latency_percentiles(backend.infer, x, iters=5, warmup=1)
+    assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["mean_ms"] > 0
+    assert lat["iters"] == 5 and lat["batch"] == 2
+    assert lat["faces_per_s"] == pytest.approx(2e3 / lat["mean_ms"])
+    with pytest.raises(InputError, match="iters"):
+        latency_percentiles(backend.infer, x, iters=0)
