@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 import os
 import tempfile
 import time
@@ -181,19 +183,25 @@ def run(config: JobConfig, workers: int = 1, limit: Optional[int] = None, progre
             results = map(process_one, todo)
             pool = None
         else:
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config,))
-            results = pool.imap_unordered(process_one, todo, chunksize=4)
+            # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (or whose initializer fails)
+            # breaks the pool with an error instead of being respawned forever while the parent waits.
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                       initargs=(config,))
+            results = pool.map(process_one, todo, chunksize=4)
         try:
             for record in results:
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()
                 counts[record["status"]] += 1
                 bar.update(1)
+        except BrokenProcessPool as exc:
+            raise HsstError(f"a hsst-mask worker process died ({exc}); the {sum(counts.values())} images done are in "
+                            f"{manifest_path}: rerun the same command to resume, or use --workers 1 to see the "
+                            "error") from exc
         finally:
             bar.close()
             if pool is not None:
-                pool.close()
-                pool.join()
+                pool.shutdown(wait=True, cancel_futures=True)
     return counts
 
 
