@@ -46,7 +46,7 @@ setup(
     package_dir=PACKAGE_DIR,
     packages=PACKAGES,
     include_package_data=True,
-    package_data={"hsst": ["assets/*", "assets/**/*"]},
+    package_data={"hsst.assets": ["*.npy", "*.json", "models/*"]},
     install_requires=RUNTIME,
     extras_require={
         # torch >= 2.1: torch.func, deterministic CPU kernels and the ONNX exporter options we use.

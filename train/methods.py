@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from hsst.core.errors import ConfigError
 from hsst.train.config import TrainConfig
 from hsst.train.distributed import DistContext
-from hsst.train.hsst import PrototypeQueue, ema_update, make_gallery_net
+from hsst.train.siamese import PrototypeQueue, ema_update, make_gallery_net
 from hsst.train.losses import CosineClassifier, batch_negative_mask, create_loss
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class HsstMethod(TrainingMethod):
       anchor's own identity are masked out. The total loss is the **sum** of both (each already averaged over
       the batch), as in the paper where both are minimised together;
     * after the optimizer step: ``gallery <- ema * gallery + (1 - ema) * probe`` (parameters and BatchNorm
-      running statistics, see :func:`hsst.train.hsst.ema_update`), then the batch's gallery features are
+      running statistics, see :func:`hsst.train.siamese.ema_update`), then the batch's gallery features are
       enqueued (NIR features into the NIR queue, VIS into the VIS queue). Under DDP they are all-gathered first,
       so every rank holds identical queues. The queues used by a step's loss therefore never contain that
       step's own positives.

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from hsst.core.errors import ConfigError, ModelError
-from hsst.train.hsst import ema_update, make_gallery_net
+from hsst.train.siamese import ema_update, make_gallery_net
 from hsst.train.models import create_backbone
 
 

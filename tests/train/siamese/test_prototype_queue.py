@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from hsst.core.errors import ConfigError, InputError
-from hsst.train.hsst import PrototypeQueue
+from hsst.train.siamese import PrototypeQueue
 from hsst.train.losses import create_loss
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hsst.train.hsst import PrototypeQueue, ema_update, make_gallery_net
+from hsst.train.siamese import PrototypeQueue, ema_update, make_gallery_net
 from hsst.train.losses import create_loss
 from hsst.train.models import create_backbone
 

@@ -1,5 +1,5 @@
 """HSST parts: prototype queues and the moving-average gallery-net."""
-from hsst.train.hsst.ema import ema_update, make_gallery_net
-from hsst.train.hsst.queue import PrototypeQueue
+from hsst.train.siamese.ema import ema_update, make_gallery_net
+from hsst.train.siamese.queue import PrototypeQueue
 
 __all__ = ["PrototypeQueue", "ema_update", "make_gallery_net"]
