@@ -108,17 +108,22 @@ class IoUTracker:
         predicted = np.array([t.predicted() for t in self.tracks], np.float32).reshape(-1, 4)
         iou = iou_matrix(predicted, boxes)
         matched_t, matched_d = set(), set()
+
+        def claim(ti: int, di: int) -> None:
+            """Give detection ``di`` to track ``ti`` unless either is already matched (greedy, best first)."""
+            if ti in matched_t or di in matched_d:
+                return
+            matched_t.add(ti)
+            matched_d.add(di)
+            self._assign(self.tracks[ti], boxes[di], scores[di], None if kps is None else kps[di], frame_index)
+            self.tracks[ti].det_index = int(di)
+
         if iou.size:
             order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
             for ti, di in order:
                 if iou[ti, di] < cfg.iou_threshold:
                     break
-                if ti in matched_t or di in matched_d:
-                    continue
-                matched_t.add(ti)
-                matched_d.add(di)
-                self._assign(self.tracks[ti], boxes[di], scores[di], None if kps is None else kps[di], frame_index)
-                self.tracks[ti].det_index = int(di)
+                claim(ti, di)
         if cfg.max_center_shift > 0 and len(matched_t) < len(self.tracks) and len(matched_d) < len(boxes):
             # Fast motion: IoU of a moving face with its prediction can be 0; fall back to centre distance.
             free_t = [t for t in range(len(self.tracks)) if t not in matched_t]
@@ -134,13 +139,7 @@ class IoUTracker:
                 i, j = np.unravel_index(flat, dist.shape)
                 if dist[i, j] > cfg.max_center_shift:
                     break
-                ti, di = free_t[i], free_d[j]
-                if ti in matched_t or di in matched_d:
-                    continue
-                matched_t.add(ti)
-                matched_d.add(di)
-                self._assign(self.tracks[ti], boxes[di], scores[di], None if kps is None else kps[di], frame_index)
-                self.tracks[ti].det_index = int(di)
+                claim(free_t[i], free_d[j])
         for ti, track in enumerate(self.tracks):
             if ti not in matched_t:
                 track.missed += 1
