@@ -86,12 +86,13 @@ SSD_SPECS = {
 class SsdModel:
     """One BlazeFace network: runs a square window of the frame, decodes boxes and its 6 keypoints."""
 
-    def __init__(self, name: str, providers: Optional[Sequence] = None, threads: int = 0, model_dir=None) -> None:
+    def __init__(self, name: str, providers: Optional[Sequence] = None, threads: int = 0, model_dir=None,
+                 backend: str = "onnxruntime") -> None:
         if name not in SSD_SPECS:
             raise ConfigError(f"unknown BlazeFace model {name!r}; choose from {sorted(SSD_SPECS)}")
         self.name, self.spec = name, SSD_SPECS[name]
         self.anchors = self.spec.anchors()
-        self.session = create_session(name, providers, threads, model_dir)
+        self.session = create_session(name, providers, threads, model_dir, backend)
         self.input_name = self.session.get_inputs()[0].name
         n_out = self.session.get_outputs()[0].shape[1]
         if n_out != len(self.anchors):
@@ -145,7 +146,9 @@ class BlazeFaceDetector:
         tile_min_face: also run overlapping square tiles when the frame is so large that faces of this side
             would fall below ~4 % of the longer side (off by default).
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
-        model_dir: folder of exported ONNX files (see :func:`hsst.face.models.model_path`).
+        model_dir: folder of exported ONNX files (see :func:`hsst.face.models.model_path`) or, with
+            ``backend="tensorrt"``, of the engines built from them by ``hsst-export --detector --trt``.
+        backend: ``onnxruntime`` or ``tensorrt`` (same models, see :func:`hsst.face.models.create_session`).
     """
 
     name = "blazeface"
@@ -154,7 +157,7 @@ class BlazeFaceDetector:
                  providers: Optional[Sequence] = None,
                  models: Union[str, Sequence[str]] = ("blazeface_full", "blazeface_short"),
                  tile_min_face: Optional[int] = None, refine: bool = False, threads: int = 0,
-                 model_dir=None) -> None:
+                 model_dir=None, backend: str = "onnxruntime") -> None:
         if not 0.0 < det_thresh < 1.0 or not 0.0 < nms_thresh <= 1.0:
             raise ConfigError(f"det_thresh ({det_thresh}) and nms_thresh ({nms_thresh}) must be in (0, 1)")
         self.det_thresh, self.nms_thresh, self.min_face = float(det_thresh), float(nms_thresh), int(min_face)
@@ -162,8 +165,8 @@ class BlazeFaceDetector:
         names = [models] if isinstance(models, str) else list(models)
         if not names:
             raise ConfigError("BlazeFaceDetector needs at least one model")
-        self.models = [SsdModel(n, providers, threads, model_dir) for n in names]
-        self.mesh = FaceMesh(providers, threads, model_dir)
+        self.models = [SsdModel(n, providers, threads, model_dir, backend) for n in names]
+        self.mesh = FaceMesh(providers, threads, model_dir, backend)
 
     def _windows(self, h: int, w: int) -> List[Tuple[int, int, int]]:
         windows = [(0, 0, max(h, w))]  # the whole frame, letterboxed

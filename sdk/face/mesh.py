@@ -175,6 +175,7 @@ class FaceMesh:
         providers: onnxruntime execution providers (default CPU).
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
         model_dir: folder of exported ONNX files (see :func:`hsst.face.models.model_path`).
+        backend: ``onnxruntime`` or ``tensorrt`` (see :func:`hsst.face.models.create_session`).
 
     Example:
         >>> mesh = FaceMesh()
@@ -183,8 +184,9 @@ class FaceMesh:
         (468, 3)
     """
 
-    def __init__(self, providers: Optional[Sequence] = None, threads: int = 0, model_dir=None) -> None:
-        self.session = create_session("face_mesh", providers, threads, model_dir)
+    def __init__(self, providers: Optional[Sequence] = None, threads: int = 0, model_dir=None,
+                 backend: str = "onnxruntime") -> None:
+        self.session = create_session("face_mesh", providers, threads, model_dir, backend)
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
         if list(shape[1:]) != [3, INPUT_SIZE, INPUT_SIZE]:

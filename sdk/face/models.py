@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from hsst.core.errors import ModelError
+from hsst.core.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -204,16 +204,62 @@ def export_face_models(out_dir: Union[str, Path], names: Sequence[str] = DETECTO
     return written
 
 
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+class BackendSession:
+    """A :class:`hsst.runtime.backends.Backend` seen through the slice of onnxruntime's session API the face
+    models use (``get_inputs``, ``get_outputs``, ``run(None, feeds) -> list``), so one detector code path runs
+    the same ONNX through onnxruntime here and its TensorRT engine on a Jetson."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def get_inputs(self):
+        return self.backend.inputs
+
+    def get_outputs(self):
+        return self.backend.outputs
+
+    def run(self, output_names, feeds):
+        names = list(output_names) if output_names else [spec.name for spec in self.backend.outputs]
+        outputs = self.backend.run(feeds, names)
+        return [outputs[n] for n in names]
+
+
+def engine_path(name: str, model_dir: Optional[Union[str, Path]] = None) -> Path:
+    """The TensorRT engine of face model ``name`` built by ``hsst-export --detector --trt`` in ``model_dir``
+    (or ``$HSST_MODEL_DIR``): ``<name>.<maxbatch>.<trtver>.<device>.<precision>.engine``."""
+    folder = model_dir or os.environ.get("HSST_MODEL_DIR")
+    if not folder:
+        raise ModelError(f"the TensorRT backend needs the folder of the detector engines: set detector.model_dir "
+                         f"(or $HSST_MODEL_DIR) to where `hsst-export --detector --trt` wrote {name}.*.engine")
+    engines = sorted(Path(folder).glob(f"{name}.*.engine"))
+    if len(engines) != 1:
+        found = "none" if not engines else ", ".join(e.name for e in engines)
+        raise ModelError(f"need exactly one {name}.*.engine in {folder}, found {found}; build it on this device "
+                         "with hsst-export --detector --trt (and remove engines of other builds)")
+    return engines[0]
+
+
 def create_session(name: str, providers: Optional[Sequence] = None, threads: int = 0,
-                   model_dir: Optional[Union[str, Path]] = None):
-    """onnxruntime session of a face model.
+                   model_dir: Optional[Union[str, Path]] = None, backend: str = "onnxruntime"):
+    """Inference session of a face model.
 
     Args:
         name: a key of :data:`MODELS`.
         providers: onnxruntime execution providers (default: CPU).
         threads: intra-op threads; 0 lets onnxruntime decide.
         model_dir: see :func:`model_path`.
+        backend: ``onnxruntime`` (the ONNX file) or ``tensorrt`` (its engine, see :func:`engine_path`, run by
+            the runtime's TensorRT backend).
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown face-model backend {backend!r}; choose from {BACKENDS}")
+    if backend == "tensorrt":
+        from hsst.runtime.backends import create_backend  # lazy: hsst.runtime imports hsst.face
+
+        return BackendSession(create_backend("tensorrt", engine_path(name, model_dir)))
     import onnxruntime as ort
 
     options = ort.SessionOptions()

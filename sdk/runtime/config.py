@@ -91,7 +91,9 @@ class DetectorConfig:
         nms_thresh: IoU of non-maximum suppression.
         min_face: smallest face side in pixels the detector reports.
         threads: onnxruntime intra-op threads of the detector (0: onnxruntime's default).
-        model_dir: folder of exported detector ONNX files (None: the package cache / ``$HSST_MODEL_DIR``).
+        model_dir: folder of exported detector ONNX files (None: the package cache / ``$HSST_MODEL_DIR``), or of
+            their TensorRT engines with ``backend: tensorrt``.
+        backend: ``onnxruntime`` or ``tensorrt`` (BlazeFace + mesh engines from ``hsst-export --detector --trt``).
         every_n_frames: run detection on every n-th frame; in between, tracks are carried by motion.
         options: further keyword arguments passed to ``FaceDetector`` unchanged.
     """
@@ -103,11 +105,15 @@ class DetectorConfig:
     min_face: int = 40
     threads: int = 0
     model_dir: Optional[str] = None
+    backend: str = "onnxruntime"
     every_n_frames: int = 1
     options: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         _one_of(self.model, ("auto", "blazeface", "mtcnn"), f"{where}.model")
+        _one_of(self.backend, ("onnxruntime", "tensorrt"), f"{where}.backend")
+        if self.backend == "tensorrt" and self.model == "mtcnn":
+            raise ConfigError(f"{where}: the MTCNN baseline runs on onnxruntime only; use model: blazeface")
         _one_of(self.variant, ("blazeface_short", "blazeface_full", "both"), f"{where}.variant")
         _in_range(self.det_thresh, 0.0, 1.0, f"{where}.det_thresh")
         _in_range(self.nms_thresh, 0.0, 1.0, f"{where}.nms_thresh")

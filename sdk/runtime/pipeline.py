@@ -79,9 +79,9 @@ class FaceFinder:
         variants = ("blazeface_full", "blazeface_short") if config.variant == "both" else config.variant
         if config.model in ("auto", "blazeface"):
             try:
-                return cls(FaceDetector("blazeface", models=variants, **common))
+                return cls(FaceDetector("blazeface", models=variants, backend=config.backend, **common))
             except ModelError:
-                if config.model == "blazeface":
+                if config.model == "blazeface" or config.backend == "tensorrt":
                     raise
                 logger.warning("BlazeFace models unavailable; falling back to MTCNN")
         return cls(FaceDetector("mtcnn", **common))

@@ -46,3 +46,32 @@ def test_export_and_model_dir(need_blazeface, tmp_path, monkeypatch):
     assert models.model_path("face_mesh") == tmp_path / "m" / "face_mesh.onnx"
     with pytest.raises(ModelError, match="export_face_models"):
         models.model_path("face_mesh", model_dir=tmp_path / "empty")
+
+
+def test_runtime_backend_session_matches_onnxruntime(need_blazeface, lfw_dir):
+    """The adapter that runs face models through hsst.runtime backends (TensorRT on a Jetson) gives the
+    onnxruntime session's outputs, checked here with the runtime's onnxruntime backend on a real face."""
+    import cv2
+    import numpy as np
+
+    from hsst.runtime.backends import create_backend
+
+    direct = models.create_session("face_mesh")
+    wrapped = models.BackendSession(create_backend("onnxruntime", models.model_path("face_mesh")))
+    assert [i.name for i in wrapped.get_inputs()] == [i.name for i in direct.get_inputs()]
+    image = cv2.imread(str(next(lfw_dir.glob("Aaron_Eckhart/*.jpg"))))[29:221, 29:221]  # 192x192 around the face
+    tensor = (image[None].transpose(0, 3, 1, 2)[:, ::-1] / 255.0).astype(np.float32)
+    tensor = np.ascontiguousarray(tensor[:, :, :192, :192])
+    feeds = {direct.get_inputs()[0].name: tensor}
+    for a, b in zip(direct.run(None, feeds), wrapped.run(None, feeds)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_tensorrt_backend_needs_engines_built_on_the_device(tmp_path, monkeypatch):
+    monkeypatch.delenv("HSST_MODEL_DIR", raising=False)
+    with pytest.raises(ModelError, match="model_dir"):
+        models.engine_path("blazeface_short")
+    with pytest.raises(ModelError, match="hsst-export --detector --trt"):
+        models.engine_path("blazeface_short", tmp_path)
+    with pytest.raises(Exception, match="backend"):
+        models.create_session("face_mesh", backend="tflite")
