@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -131,9 +131,12 @@ def mesh_keypoints(vertices: np.ndarray) -> np.ndarray:
 
 
 def _load_asset(name: str) -> np.ndarray:
+    # Path of the hsst.assets package, not importlib.resources.files: that needs Python 3.9 and JetPack 5
+    # (Xavier) ships 3.8.
+    from hsst import assets
+
     try:
-        with resources.as_file(resources.files("hsst") / "assets" / name) as path:
-            return np.load(path)
+        return np.load(Path(assets.__file__).parent / name)
     except (FileNotFoundError, OSError) as exc:
         raise ModelError(f"mesh asset {name} is missing from hsst/assets ({exc}); regenerate it with "
                          f"python tools/make_face_mesh_topology.py") from None
