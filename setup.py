@@ -55,7 +55,7 @@ setup(
         "export": ["torch>=2.1,<3", "onnx>=1.14", "onnxslim>=0.1.30"],
         # On Jetson, TensorRT and pycuda come from JetPack (use a venv with --system-site-packages).
         "trt": ["tensorrt>=8.2", "pycuda>=2022.1"],
-        "dev": ["pytest>=7.4", "scipy>=1.10"],
+        "dev": ["pytest>=7.4", "scipy>=1.10", "vermin>=1.6"],
     },
     entry_points={
         "console_scripts": [

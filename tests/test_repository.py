@@ -24,3 +24,14 @@ def test_ci_installs_what_readme_installs():
     for part in install.split("&&"):
         args = part.split()[2:]  # drop "pip install"
         assert any(line.endswith(" ".join(args)) for line in ci.splitlines()), part
+
+
+def test_runtime_runs_on_jetpack5_python():
+    """The gate runtime (sdk/ -> hsst) must run on Python 3.8, JetPack 5's (Xavier NX / AGX Xavier)."""
+    import subprocess
+    import sys
+
+    vermin = Path(sys.executable).with_name("vermin")  # the [dev] extra's console script
+    result = subprocess.run([str(vermin), "-q", "--no-tips", "--eval-annotations", "--violations",
+                             "-t=3.8-", str(ROOT / "sdk")], capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
