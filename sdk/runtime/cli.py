@@ -49,6 +49,14 @@ def _build(config):
     return gate
 
 
+def _pipeline(config_path: str, overrides: dict):
+    """Load the configuration and build the pipeline; configuration and model errors become CLI errors."""
+    try:
+        return _build(load_config(config_path, overrides))
+    except HsstError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="Device configuration, e.g. firmware_configs/laptop-cpu.yaml.")
@@ -65,11 +73,7 @@ def gate(config_path: str, source: Optional[str], model: Optional[str], enroll: 
          events: Optional[str], display: bool, duration: Optional[float], log_level: str) -> None:
     """Run the streaming gate: camera -> detect -> track -> embed -> match -> decide; events as JSON lines."""
     _setup_logging(log_level)
-    try:
-        config = load_config(config_path, _overrides(source, model, enroll, events))
-        pipeline = _build(config)
-    except HsstError as exc:
-        raise click.ClickException(str(exc)) from None
+    pipeline = _pipeline(config_path, _overrides(source, model, enroll, events))
     pipeline.events.subscribe(lambda e: click.echo(json.dumps(e.to_dict(with_crop=False), default=str)))
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
     try:
@@ -97,11 +101,7 @@ def identify(config_path: str, model: Optional[str], enroll: Optional[str], log_
              images: Tuple[str, ...]) -> None:
     """Identify the faces of single IMAGES; one JSON object per image on stdout."""
     _setup_logging(log_level)
-    try:
-        config = load_config(config_path, _overrides(None, model, enroll, None))
-        pipeline = _build(config)
-    except HsstError as exc:
-        raise click.ClickException(str(exc)) from None
+    pipeline = _pipeline(config_path, _overrides(None, model, enroll, None))
     failed = 0
     try:
         for path in images:
