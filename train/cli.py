@@ -137,6 +137,7 @@ def main(config_file: Optional[str], print_config: bool, verbose: bool, **option
             saved = Path(out or TrainConfig().run.out) / CONFIG_NAME
             if saved.is_file() and base is None:
                 base = TrainConfig.load(saved).to_dict()
+                base["run"]["overwrite"] = False  # the saved run may have been started with --overwrite
         config = build_config(options, base)
     except HsstError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -61,3 +61,13 @@ def test_cli_print_config_and_data_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(main, ["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--device", "cpu"])
     assert res.exit_code == 1 and "Error" in res.output and str(tmp_path / "empty") in res.output
+
+
+def test_cli_resume_of_a_run_started_with_overwrite(tmp_path):
+    saved = {"run": {"out": str(tmp_path), "overwrite": True}, "data": {"data": str(tmp_path)}, "optim": {"iters": 7, "milestones": [5]}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--resume", "--print-config"])
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)["run"]
+    assert run["resume"] is True and run["overwrite"] is False
+    assert json.loads(result.output)["optim"]["iters"] == 7  # the saved run's settings are kept
