@@ -352,12 +352,21 @@ class Study:
         self.check_transforms()
         trees = self.prepare_data()
         init = self.init_checkpoint(trees)
-        if not self.cfg.init:
-            init_dir = self.out / "runs" / INIT_NAME
-            if self._selected(INIT_NAME) and (init_dir / "train_done.json").is_file():
+        init_dir = self.out / "runs" / INIT_NAME
+        if self._selected(INIT_NAME):
+            if self.cfg.init:  # trained elsewhere
+                init_train = {"checkpoint": str(init), "external": True}
+                if (init.parent / "config.json").is_file():  # hsst-train writes it beside probe_net.pt
+                    init_train["config"] = json.loads((init.parent / "config.json").read_text())
+            elif (init_dir / "train_done.json").is_file():
+                init_train = json.loads((init_dir / "train_done.json").read_text())
+            else:
+                init_train = None
+            if init_train is not None:
+                init_dir.mkdir(parents=True, exist_ok=True)
                 self.result_for(init_dir, {"name": INIT_NAME, "method": "pretrain", "loss": None,
                                            "train_data": "pretrain (VIS)", "seed": 0, "table": ["I", "II"]},
-                                init, json.loads((init_dir / "train_done.json").read_text()))
+                                init, init_train)
         finished = []
         for spec in plan_runs(self.cfg.seeds, self.cfg.all_seeds):
             if not self._selected(spec.name):
@@ -400,6 +409,18 @@ def _fmt(stat: Optional[Dict[str, float]]) -> str:
     if stat["n"] > 1:
         text += f" ± {100 * stat['std']:.2f} (n={stat['n']})"
     return text
+
+
+def _config_summary(config: Dict[str, Any]) -> str:
+    """The hsst-train options that define a run, from its saved config.json."""
+    data, optim, model = config.get("data", {}), config.get("optim", {}), config.get("model", {})
+    teacher = config.get("teacher", {}).get("name")
+    parts = [f"--method {config.get('method')}", f"--data {data.get('data')}",
+             f"--nir-transform {data.get('nir_transform')}", f"--input-size {model.get('input_size')}",
+             f"--batch-size {optim.get('batch_size')}", f"--lr {optim.get('lr')}", f"--iters {optim.get('iters')}"]
+    if teacher:
+        parts.append(f"--teacher {teacher}")
+    return " ".join(parts)
 
 
 def collect(runs_dir: Path) -> Dict[str, Dict[str, Any]]:
@@ -459,6 +480,12 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
               f"({split['train']['rule']})",
               f"- pretrain: {split['pretrain']['count']} identities, {split['pretrain']['images']} images "
               f"({split['pretrain']['rule']})"]
+    lines.append(f"- images: `{cfg.get('lfw', DEFAULT_LFW)}`")
+    init_train = results.get(INIT_NAME, {}).get("train", {})
+    if init_train.get("external"):
+        lines.append(f"- VIS-pretrained init: trained outside the study (`--init {init_train['checkpoint']}`)"
+                     + (f"; its hsst-train config: `{_config_summary(init_train['config'])}`"
+                        if init_train.get("config") else ""))
     any_rec = next(iter(results.values()))
     lines.append(f"- test images fingerprint (protocol first-image on the test identities): "
                  f"`{any_rec['eval']['nonmasked']['fingerprint']}`")
@@ -574,8 +601,9 @@ def split_cmd(lfw: str, out: str, n_test: int, max_probes: int, seed: int) -> No
               help="--nir-transform of masked training.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, show_default=True, help="torch / onnxruntime threads (0: default).")
-@click.option("--faces", type=click.Choice(["box", "detect"]), default="box", show_default=True,
-              help="Test crops: the training loader's box framing (as trained) or detect + align.")
+@click.option("--faces", type=click.Choice(["box", "detect", "aligned"]), default="box", show_default=True,
+              help="Test crops: the training loader's box framing (raw LFW), detect + align, or 'aligned' when "
+                   "--lfw holds aligned crops already (hsst-mask --no-mask --align 112).")
 @click.option("--eval-batch-size", type=int, default=64, show_default=True)
 @click.option("--eval-workers", type=int, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, help="Evaluation progress bars.")

@@ -52,6 +52,20 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     Study(cfg).run()
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == stamps
 
+    # an init trained elsewhere (--init) is evaluated as the study's pretrain row
+    init = out / "runs" / "pretrain" / "probe_net.pt"
+    ext = Study(StudyConfig(**{**cfg.__dict__, "out": str(tmp_path / "ext"), "init": str(init), "only": "pretrain"}))
+    assert ext.run() == []
+    ext_rec = json.loads((tmp_path / "ext" / "runs" / "pretrain" / "result.json").read_text())
+    assert ext_rec["train"]["external"] and ext_rec["train"]["checkpoint"] == str(init)
+    assert ext_rec["train"]["config"]["method"] == "pretrain"  # hsst-train's config.json beside the checkpoint
+    assert ext_rec["eval"]["masked"]["model_sha256"] == rec_init_sha(out)
+
+    assert "trained outside the study" in render_results(tmp_path / "ext", tmp_path / "EXT.md")
     text = render_results(out, tmp_path / "RESULTS.md")
     assert "simulated NIR" in text and "| softmax, HSST |" in text and "roc_masked.png" in text
     assert (tmp_path / "study" / "roc_masked.png").is_file()
+
+
+def rec_init_sha(out):
+    return json.loads((out / "runs" / "pretrain" / "result.json").read_text())["eval"]["masked"]["model_sha256"]
