@@ -56,6 +56,8 @@ setup(
         # On Jetson, TensorRT and pycuda come from JetPack (use a venv with --system-site-packages).
         "trt": ["tensorrt>=8.2", "pycuda>=2022.1"],
         "dev": ["pytest>=7.4", "scipy>=1.10", "vermin>=1.6"],
+        # sample face photo of the quick start and examples (hsst.samples): ships inside the wheel
+        "examples": ["scikit-image>=0.19"],
     },
     entry_points={
         "console_scripts": [

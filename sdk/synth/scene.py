@@ -17,10 +17,17 @@ from hsst.core.errors import DatasetError, HsstError
 from hsst.core.image import IMAGE_SUFFIXES, read_image
 
 
-def identity_photos(root: Path, min_images: int, count: int, skip: int = 0) -> List[Tuple[str, List[Path]]]:
-    """``count`` identities of an identity-folder dataset with at least ``min_images`` photos (sorted order)."""
+def identity_photos(root: Path, min_images: int, count: int, skip: int = 0,
+                    identities: Optional[Sequence[str]] = None) -> List[Tuple[str, List[Path]]]:
+    """``count`` identities of an identity-folder dataset with at least ``min_images`` photos (sorted order).
+
+    ``identities`` restricts the choice to those names (for example a test split no model was trained on).
+    """
     people = []
+    allowed = set(identities) if identities is not None else None
     for person in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        if allowed is not None and person.name not in allowed:
+            continue
         files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if len(files) >= min_images:
             people.append((person.name, files))

@@ -1,0 +1,36 @@
+"""Sample photos for demos and smoke tests, found through installed packages' metadata (never downloaded).
+
+The one face photo used is ``astronaut.png`` of scikit-image (NASA portrait of Eileen Collins, public domain),
+which ships inside the scikit-image wheel (``pip install hsst[examples]``).
+"""
+from __future__ import annotations
+
+import importlib.metadata as metadata
+from pathlib import Path
+
+from hsst.core.errors import ConfigError
+
+#: identity name -> (distribution, file name inside it) of the bundled sample face photos.
+SAMPLE_FACES = {"Eileen_Collins": ("scikit-image", "astronaut.png")}
+
+
+def sample_face_path(identity: str = "Eileen_Collins") -> Path:
+    """Path of a sample VIS face photo shipped inside an installed package.
+
+    Raises:
+        ConfigError: unknown sample, or its package is not installed.
+    """
+    if identity not in SAMPLE_FACES:
+        raise ConfigError(f"unknown sample face {identity!r}; known: {', '.join(SAMPLE_FACES)}")
+    dist_name, file_name = SAMPLE_FACES[identity]
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise ConfigError(f"the sample face {identity} ships in the {dist_name} package, which is not installed; "
+                          f"pip install 'hsst[examples]'") from None
+    for entry in dist.files or ():
+        if entry.name == file_name:
+            path = Path(dist.locate_file(entry))
+            if path.is_file():
+                return path
+    raise ConfigError(f"{file_name} not found in the installed {dist_name} ({dist.version}); reinstall it")
