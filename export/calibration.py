@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from hsst.core.errors import DatasetError, ImageReadError, InputError
-from hsst.core.image import IMAGE_SUFFIXES, read_image
+from hsst.core.image import IMAGE_SUFFIXES, image_files, read_image
 from hsst.core.metadata import Preprocess
 from hsst.core.preprocess import to_input
 
@@ -71,7 +71,7 @@ class FaceImageFolder:
         self.pre = pre
         if not self.root.is_dir():
             raise DatasetError(f"face folder not found: {self.root}; pass --data DIR with aligned face crops")
-        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = image_files(self.root)
         if not files:
             raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}; pass --data DIR "
                                "with aligned face crops")

@@ -5,8 +5,9 @@ any of them with clear errors and convert to what a model's :class:`~hsst.core.m
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Union
+from typing import List, Union
 
 import cv2
 import numpy as np
@@ -14,6 +15,15 @@ import numpy as np
 from hsst.core.errors import ImageReadError, InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def image_files(root: Union[str, Path]) -> List[Path]:
+    """Image files under ``root``, recursively and following symlinked folders (split trees link identities)."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
 
 
 def read_image(path: Union[str, Path], min_side: int = 8) -> np.ndarray:
