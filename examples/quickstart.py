@@ -58,6 +58,14 @@ def main() -> None:
     finally:
         gate.close()
     print(json.dumps({"probe": str(probe), "faces": faces}, indent=2))
+    for i, face in enumerate(faces, 1):
+        if not face["quality"]["passed"]:
+            logger.info("face %d: skipped by the quality gate (%s)", i, "; ".join(face["quality"]["reasons"]))
+        elif face["accepted"]:
+            logger.info("face %d: ACCEPTED as %s (cosine %.3f >= %.3f, the threshold for FAR %g)", i,
+                        face["identity"], face["score"], face["threshold"], face["far"])
+        else:
+            logger.info("face %d: unknown (best cosine %.3f < %.3f)", i, face["score"], face["threshold"])
 
 
 if __name__ == "__main__":
