@@ -358,6 +358,7 @@ class Study:
                 init_train = {"checkpoint": str(init), "external": True}
                 if (init.parent / "config.json").is_file():  # hsst-train writes it beside probe_net.pt
                     init_train["config"] = json.loads((init.parent / "config.json").read_text())
+                init_train["iterations"] = _checkpoint_iterations(init)  # a run may stop before its --iters
             elif (init_dir / "train_done.json").is_file():
                 init_train = json.loads((init_dir / "train_done.json").read_text())
             else:
@@ -409,6 +410,17 @@ def _fmt(stat: Optional[Dict[str, float]]) -> str:
     if stat["n"] > 1:
         text += f" ± {100 * stat['std']:.2f} (n={stat['n']})"
     return text
+
+
+def _checkpoint_iterations(path: Path) -> Optional[int]:
+    """Iterations trained, from a probe-net checkpoint's metadata (None when unreadable)."""
+    import torch
+
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+        return int(meta["training"]["iterations"])
+    except Exception:  # noqa: BLE001 -- informational only
+        return None
 
 
 def _config_summary(config: Dict[str, Any]) -> str:
@@ -485,7 +497,9 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
     if init_train.get("external"):
         lines.append(f"- VIS-pretrained init: trained outside the study (`--init {init_train['checkpoint']}`)"
                      + (f"; its hsst-train config: `{_config_summary(init_train['config'])}`"
-                        if init_train.get("config") else ""))
+                        if init_train.get("config") else "")
+                     + (f", stopped after {init_train['iterations']} iterations"
+                        if init_train.get("iterations") else ""))
     any_rec = next(iter(results.values()))
     lines.append(f"- test images fingerprint (protocol first-image on the test identities): "
                  f"`{any_rec['eval']['nonmasked']['fingerprint']}`")

@@ -59,6 +59,7 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     ext_rec = json.loads((tmp_path / "ext" / "runs" / "pretrain" / "result.json").read_text())
     assert ext_rec["train"]["external"] and ext_rec["train"]["checkpoint"] == str(init)
     assert ext_rec["train"]["config"]["method"] == "pretrain"  # hsst-train's config.json beside the checkpoint
+    assert ext_rec["train"]["iterations"] == 2
     assert ext_rec["eval"]["masked"]["model_sha256"] == rec_init_sha(out)
 
     assert "trained outside the study" in render_results(tmp_path / "ext", tmp_path / "EXT.md")
