@@ -461,7 +461,8 @@ def aggregate(results: Dict[str, Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]
     return out
 
 
-def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = None) -> str:
+def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = None,
+                   notes: Optional[str] = None) -> str:
     """Regenerate docs/RESULTS.md from the finished runs (tables, commands, fingerprints, plots)."""
     from hsst.eval.report import plot_roc
 
@@ -553,6 +554,8 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
             png = plot_roc(curves, plots_dir / f"roc_{test}.png",
                            title=f"LFW study, {test} simulated NIR probes, softmax rows")
             lines.append(f"![ROC {test}]({os.path.relpath(png, Path(out_md).parent)})")
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
     invocations = study.get("invocations", [])
     lines += ["", "## Commands", "", "```"] + [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in invocations]
     lines += ["```",
@@ -636,10 +639,13 @@ def run_cmd(seeds: str, **options) -> None:
 @click.option("--runs", "runs_dir", default="runs/study", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default=str(REPO / "docs" / "RESULTS.md"), show_default=True, type=click.Path(dir_okay=False))
 @click.option("--plots", type=click.Path(file_okay=False), help="Folder of the plots.  [default: <out dir>/study]")
-def report_cmd(runs_dir: str, out: str, plots: Optional[str]) -> None:
+@click.option("--notes", type=click.Path(dir_okay=False, exists=True),
+              help="Markdown file included as the page's 'Notes' section (choices made, what is left).")
+def report_cmd(runs_dir: str, out: str, plots: Optional[str], notes: Optional[str]) -> None:
     """Regenerate docs/RESULTS.md from the finished runs."""
     try:
-        render_results(Path(runs_dir), Path(out), Path(plots) if plots else None)
+        render_results(Path(runs_dir), Path(out), Path(plots) if plots else None,
+                       notes=Path(notes).read_text(encoding="utf-8") if notes else None)
     except HsstError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out}")

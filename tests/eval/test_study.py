@@ -62,7 +62,8 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     assert ext_rec["train"]["iterations"] == 2
     assert ext_rec["eval"]["masked"]["model_sha256"] == rec_init_sha(out)
 
-    assert "trained outside the study" in render_results(tmp_path / "ext", tmp_path / "EXT.md")
+    ext_text = render_results(tmp_path / "ext", tmp_path / "EXT.md", notes="Chosen before any test result.")
+    assert "trained outside the study" in ext_text and "## Notes\n\nChosen before any test result." in ext_text
     text = render_results(out, tmp_path / "RESULTS.md")
     assert "simulated NIR" in text and "| softmax, HSST |" in text and "roc_masked.png" in text
     assert (tmp_path / "study" / "roc_masked.png").is_file()
