@@ -4,8 +4,7 @@ pipeline, on the same frames, in the same run.
 Frames: real LFW people (synthesized masks, simulated NIR) entering, standing and leaving a 640x480 gray
 scene, with 1 face and with 3 faces at a time (see tests/runtime/conftest.py:SceneBuilder).
 
-Measured for hsst (model from --model, else the shipped default, else an UNTRAINED MobileFaceNet exported
-here: speed does not depend on the weights):
+Measured for hsst (model from --model, else the shipped default):
 * throughput: frames/s of the threaded pipeline fed as fast as it takes them (no drops), and of the same
   stages run sequentially in one thread (``process``);
 * live latency: frames paced at 30 fps from a live source (drop-oldest on), face appears -> decision p95 and
@@ -38,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from hsst.core.alignment import align_face  # noqa: E402
 from hsst.core.errors import ModelError  # noqa: E402
-from hsst.core.metadata import sidecar_path  # noqa: E402
 from hsst.runtime.config import GateConfig  # noqa: E402
 from hsst.runtime.embedder import Embedder  # noqa: E402
 from hsst.runtime.models import default_embedding_model  # noqa: E402
@@ -74,26 +72,13 @@ class MemorySource(FrameSource):
         return self.frames[self.pos - 1]
 
 
-def resolve_model(arg: Optional[str], workdir: Path) -> tuple:
+def resolve_model(arg: Optional[str]) -> tuple:
     if arg:
         return Path(arg), "given"
     try:
-        return default_embedding_model(), "default (trained)"
-    except ModelError:
-        pass
-    if importlib.util.find_spec("torch") is None:
-        raise SystemExit("no model: pass --model, install the default model, or install torch to export one")
-    from hsst.export.onnx_export import export_onnx
-    from hsst.train.models import create_backbone, meta_for
-    import torch
-
-    torch.manual_seed(0)
-    model = create_backbone("mobilefacenet", input_size=112, in_chans=1).eval()
-    meta = meta_for(model, name="mobilefacenet-untrained-bench")
-    path = workdir / "mfn_untrained.onnx"
-    export_onnx(model, meta, path, batch=1, dynamic=True)
-    meta.save(sidecar_path(path))
-    return path, "UNTRAINED MobileFaceNet (speed only: accuracy is meaningless)"
+        return default_embedding_model(), "shipped default"
+    except ModelError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def usable_people(lfw: Path, builder, count: int) -> list:
@@ -250,7 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
-        model, origin = resolve_model(args.model, Path(tmp))
+        model, origin = resolve_model(args.model)
         print(f"model: {model.name} [{origin}]; frames: 640x480 gray, simulated NIR, LFW faces; "
               f"cpu cores: {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
         for faces in (1, 3):

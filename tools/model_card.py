@@ -16,7 +16,7 @@ import hashlib
 import json
 import shlex
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from hsst.core.metadata import ModelMeta, sidecar_path
 
@@ -40,6 +40,15 @@ def train_command(config: Dict) -> str:
     if data.get("min_images") is not None:
         args += ["--min-images", data["min_images"]]
     return shlex.join(str(a) for a in args)
+
+
+def iterations_done(checkpoint: Path) -> Optional[int]:
+    """Iterations a run trained, from its probe-net checkpoint's metadata (a run may stop before --iters)."""
+    if not checkpoint.is_file():
+        return None
+    import torch
+
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["meta"]["training"]["iterations"])
 
 
 def eval_row(label: str, report: Dict) -> str:
@@ -66,7 +75,7 @@ def eval_command(report: Dict) -> str:
     return shlex.join(str(a) for a in args)
 
 
-def render(model: Path, checkpoint: Path, configs: List[Dict], evals: List[Tuple[str, Dict]]) -> str:
+def render(model: Path, checkpoint: Path, configs: List[Tuple[Dict, Optional[int]]], evals: List[Tuple[str, Dict]]) -> str:
     meta = ModelMeta.load(sidecar_path(model))
     pre = meta.preprocess
     lines = [f"# Model card: {meta.name}", "",
@@ -86,9 +95,15 @@ def render(model: Path, checkpoint: Path, configs: List[Dict], evals: List[Tuple
               "`docs/study/lfw_split.json`: the test identities are never trained on. Images are aligned crops made "
               "by `hsst-mask --no-mask --align 112`. NIR is **simulated** from the VIS photos and masks are "
               "**synthesized** (hsst.synth); no real NIR image was used. The model therefore inherits LFW's terms: "
-              "research and evaluation use.", ""]
-    for i, config in enumerate(configs, 1):
-        lines.append(f"{i}. `{train_command(config)}`")
+              "research and evaluation use.", "",
+              "How the data paths below were made: `hsst-mask --in ../shared/datasets/lfw --out CROPS --no-mask "
+              "--workers 2 --align 112` (detector + 5-point alignment, the runtime's own); the pretraining tree links "
+              "the split's `pretrain` identities of CROPS, the fine-tuning tree its `train` identities (made by "
+              "`python -m hsst.eval.study run --lfw CROPS`; stage 2 is the study's run `hsst-softmax-masked-s0`, "
+              "see docs/RESULTS.md). `tools/ship_default_model.sh RUN` exports, evaluates and writes this card.", ""]
+    for i, (config, done) in enumerate(configs, 1):
+        stopped = f" (stopped after {done} iterations)" if done and done < config["optim"]["iters"] else ""
+        lines.append(f"{i}. `{train_command(config)}`{stopped}")
     lines += ["", "## Evaluation (LFW test split, simulated NIR probes, VIS gallery)", "",
               "Identification: gallery = first VIS image of each test identity, probes = up to 10 further images "
               "as simulated NIR (and with synthesized masks). VR = verification rate at the FAR of all impostor "
@@ -108,6 +123,13 @@ def render(model: Path, checkpoint: Path, configs: List[Dict], evals: List[Tuple
     if source:
         lines += ["", f"Measured by `hsst-eval --write-thresholds` on: protocol `{source.get('protocol')}`, probes "
                       f"`{source.get('probe_transform')}`, test-set fingerprint `{source.get('fingerprint')}`."]
+        matching = [r for _, r in evals if r["protocol"]["fingerprint"] == source.get("fingerprint")
+                    and r["probe_transform"]["name"] == source.get("probe_transform")]
+        if matching:
+            impostors = matching[0]["folds"][0]["impostor_comparisons"]
+            lines.append(f"It rests on {impostors:,} impostor comparisons: a FAR of f leaves about f x {impostors:,} "
+                         f"of them above its threshold ({impostors * 1e-4:.0f} at 1e-4, {impostors * 1e-5:.0f} at "
+                         "1e-5), so the rows below 1e-4 are indicative only.")
     lines += ["", "## Limits", "",
               "- Trained and measured on simulated NIR only: expect different numbers on a real NIR camera; "
               "re-measure the threshold table on your own gate data (`hsst-eval --write-thresholds`).",
@@ -125,7 +147,7 @@ def main() -> None:
     parser.add_argument("--eval", action="append", default=[], help="LABEL=REPORT.json (hsst-eval's JSON)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
-    configs = [json.loads(p.read_text()) for p in args.train_config]
+    configs = [(json.loads(p.read_text()), iterations_done(p.parent / "probe_net.pt")) for p in args.train_config]
     evals = []
     for item in args.eval:
         label, _, path = item.rpartition("=")

@@ -1,1 +1,1 @@
-"""Data files shipped with hsst: face-mesh topology and (with issue 4) the default model."""
+"""Data files shipped with hsst: face-mesh topology and the default embedding model (models/, MODEL_CARD.md)."""

@@ -24,14 +24,14 @@ ENGINE_NAME = re.compile(r"^(?P<model>.+)\.(?P<maxbatch>\d+)\.(?P<trt>[\d.]+?)\.
 def default_embedding_model() -> Path:
     """The shipped default embedding model (ONNX), or :class:`ModelError` saying what to do.
 
-    The trained default model (issue 4) is installed under ``hsst/assets/models``; until it is there, pass
-    a model explicitly (``embedder.model`` in the configuration, ``--model`` on the command line).
+    The trained default model ships under ``hsst/assets/models`` (see its MODEL_CARD.md); a configuration's
+    ``embedder.model`` (``--model`` on the command line) replaces it.
     """
     path = ASSETS_MODELS / DEFAULT_EMBEDDING_ONNX
     if not path.is_file() or not sidecar_path(path).is_file():
         raise ModelError(f"no embedding model configured and the default model is not installed ({path} with its "
                          f"JSON sidecar); set embedder.model in the configuration to an ONNX file or TensorRT "
-                         "engine exported with hsst-export, or install the hsst release that ships the default model")
+                         "engine exported with hsst-export, or reinstall hsst (its package ships the default model)")
     return path
 
 

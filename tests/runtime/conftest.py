@@ -64,13 +64,10 @@ def finder():
 
 @pytest.fixture(scope="session")
 def default_model() -> Path:
-    """The shipped, trained default embedding model; skips until issue 4 delivers it."""
+    """The shipped, trained default embedding model (sdk/assets/models)."""
     from hsst.runtime.models import default_embedding_model
 
-    try:
-        return default_embedding_model()
-    except ModelError:
-        pytest.skip("default model not trained yet (issue 4)")
+    return default_embedding_model()
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+#!/bin/bash
+# Ship the default model: checkpoint + float32 ONNX (parity-gated) + sidecar with the FAR -> threshold table
+# measured on the masked simulated-NIR test + MODEL_CARD.md, into sdk/assets/models.
+#
+#   tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES [LFW]
+#
+# RUN_DIR: the HSST fine-tuning run (probe_net.pt, config.json); INIT_DIR: its VIS-pretraining run (config.json,
+# probe_net.pt); TEST_FACES: aligned crops of the test identities (export parity faces); LFW: raw LFW photos
+# (default ../shared/datasets/lfw). Run from the repository root in the dev environment.
+set -euo pipefail
+RUN=${1:?usage: tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES [LFW]}
+INIT=${2:?INIT_DIR missing}
+FACES=${3:?TEST_FACES missing}
+LFW=${4:-../shared/datasets/lfw}
+M=sdk/assets/models
+NAME=hsst-mobilefacenet-112
+REPORTS=${REPORTS:-build/model_card}
+mkdir -p "$M" "$REPORTS"
+cp "$RUN/probe_net.pt" "$M/$NAME.pt"
+hsst-export --weights "$M/$NAME.pt" --data "$FACES" --output "$M" --name "$NAME" --simplify
+# Evaluate exactly what ships, as the gate sees it: the ONNX, detection + 5-point alignment on raw LFW photos.
+EVAL=(--model "$M/$NAME.onnx" --data "$LFW" --faces detect --protocol first-image
+      --identities docs/study/lfw_split.json:test --max-probes 10 --no-progress --out "$REPORTS")
+hsst-eval "${EVAL[@]}" --nir-sim --mask --write-thresholds --name onnx_masked_detect
+hsst-eval "${EVAL[@]}" --nir-sim --name onnx_nonmasked_detect
+hsst-eval "${EVAL[@]}" --name onnx_vis_detect
+python tools/model_card.py --model "$M/$NAME.onnx" --checkpoint "$M/$NAME.pt" \
+    --train-config "$INIT/config.json" --train-config "$RUN/config.json" \
+    --eval "ONNX, detect + align, masked=$REPORTS/onnx_masked_detect.json" \
+    --eval "ONNX, detect + align, non-masked=$REPORTS/onnx_nonmasked_detect.json" \
+    --eval "ONNX, detect + align, VIS probes=$REPORTS/onnx_vis_detect.json" \
+    --out "$M/MODEL_CARD.md"
+ls -l "$M"
