@@ -13,6 +13,8 @@ Baseline: face_recognition's steps done directly with dlib (HOG detector, 5-poin
 descriptor from face_recognition_models, Euclidean match), sequential like face_recognition itself.
 
 Goals: >= 30 fps sustained, p95 face->decision <= 100 ms, >= 10x the dlib pipeline's frame rate.
+"face->decision" starts at the first detection of the track (a face still walking in at the frame edge);
+"usable face->decision" at the first frame whose face passed the quality gate.
 
 Usage:
     OMP_NUM_THREADS=1 python bench/bench_gate.py [--model m.onnx] [--frames 150] [--dlib-frames 20]
@@ -190,6 +192,7 @@ def bench_hsst(model: Path, frames: List[np.ndarray], people) -> dict:
     out["live30_fps"] = snap["fps"]
     out["face_to_decision_p95_ms"] = snap["latency"].get("face_to_decision", {}).get("p95_ms")
     out["face_to_decision_n"] = snap["latency"].get("face_to_decision", {}).get("n", 0)
+    out["usable_to_decision_p95_ms"] = snap["latency"].get("usable_to_decision", {}).get("p95_ms")
     out["frame_latency_p95_ms"] = snap["latency"].get("frame_latency", {}).get("p95_ms")
     out["stages_p50_ms"] = {k: v["p50_ms"] for k, v in snap["latency"].items()}
     return out
@@ -248,8 +251,8 @@ def main() -> None:
             print(f"hsst sequential : {r['sequential_fps']:7.1f} fps   (one thread, all stages)")
             print(f"hsst live 30fps : {r['live30_fps']:7.1f} fps, processed {r['live30_processed']}, dropped "
                   f"{r['live30_dropped']}; face->decision p95 {r['face_to_decision_p95_ms']} ms over "
-                  f"{r['face_to_decision_n']} decisions (goal <= {GOAL_P95_MS:.0f}); capture->done p95 "
-                  f"{r['frame_latency_p95_ms']} ms")
+                  f"{r['face_to_decision_n']} decisions (goal <= {GOAL_P95_MS:.0f}); usable face->decision p95 "
+                  f"{r['usable_to_decision_p95_ms']} ms; capture->done p95 {r['frame_latency_p95_ms']} ms")
             print(f"stage p50 ms    : {r['stages_p50_ms']}")
             if dlib_fps:
                 print(f"dlib baseline   : {dlib_fps:7.2f} fps   (HOG + 5-pt + ResNet, sequential, "

@@ -314,6 +314,8 @@ class GatePipeline:
                              "; ".join(quality.reasons))
                 continue
             self.tracker.mark_embedded(track, box_quality, frame_index)
+            if track.usable_time is None:
+                track.usable_time = timestamp
             chosen.append(track)
             crops.append(crop)
             qualities.append(quality)
@@ -354,21 +356,24 @@ class GatePipeline:
                                             result.frame_index)
                 if self.decider.last_reset == track.track_id:
                     track.decided = False             # embed at the undecided rate again
-                    track.first_time = result.timestamp
+                    track.first_time = track.usable_time = result.timestamp
                     self.metrics.count("decision_resets")
                 if self.decider.accepted(track.track_id) is not None or (event is not None and event.kind == UNKNOWN):
                     track.decided = True  # decided either way: re-check every reembed_every frames only
                 if event is not None:
                     latency = now - track.first_time
+                    usable_latency = now - (track.usable_time if track.usable_time is not None else track.first_time)
                     # the box of THIS frame (the detect thread may already have moved the track on)
                     box = face.bbox if face is not None else track.bbox
                     event.bbox = [round(float(v), 1) for v in box]
                     event.timings = {"face_to_decision": round(latency * 1000.0, 2),
+                                     "usable_to_decision": round(usable_latency * 1000.0, 2),
                                      **{f"{k_}": round(v * 1000.0, 2) for k_, v in result.timings.items()}}
                     if self.config.decision.include_crop:
                         event.crop = work.crops[i]
                     if event.kind == ACCEPT:
                         self.metrics.observe("face_to_decision", latency)
+                        self.metrics.observe("usable_to_decision", usable_latency)
                     result.events.append(event)
             result.timings["decide"] = time.perf_counter() - t2
         for face in result.faces:

@@ -36,6 +36,8 @@ class Track:
         det_score: last detector score.
         first_frame: frame index where the track started.
         first_time: capture timestamp (monotonic s) of that frame: the start of "face appears -> decision".
+        usable_time: capture timestamp of the first frame whose face passed the quality gate (None before):
+            the start of "usable face -> decision" (a face walking in at the frame edge is not usable yet).
         last_frame: last frame with a matching detection.
         det_index: index of the matching detection in the last :meth:`IoUTracker.update` (-1: none).
         hits: frames with a detection.
@@ -63,6 +65,7 @@ class Track:
     last_embed_frame: int = -1
     embeddings: int = 0
     decided: bool = False
+    usable_time: Optional[float] = None
     det_index: int = -1
     state: Dict[str, object] = field(default_factory=dict)
 

@@ -102,6 +102,8 @@ def test_failing_source_recovered_with_state_kept(scene, embedder, finder, tmp_p
     logged = read_events(cfg.events.jsonl)
     assert [e["kind"] for e in logged] == kinds
     assert all("timings" in e and "face_to_decision" in e["timings"] for e in logged if e["kind"] == "accept")
+    assert all(0 <= e["timings"]["usable_to_decision"] <= e["timings"]["face_to_decision"]
+               for e in logged if e["kind"] == "accept")
     assert set(snap["latency"]) >= {"detect", "align", "embed", "search", "frame_latency"}
 
 
