@@ -80,13 +80,19 @@ def dataset_fingerprint(root: Path, identities: Optional[Sequence[str]] = None) 
 
 
 def make_split(lfw: Path, n_test: int = 180, min_test_images: int = 5, min_train_images: int = 2,
-               max_probes: int = 10, seed: int = 0) -> Dict[str, Any]:
+               max_probes: int = 10, seed: int = 0, exclude: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The identity split of the study (deterministic for a dataset and seed).
+
+    ``exclude`` (``{"rule": ..., "identities": [...]}``) takes identities out of every part: a validation split
+    for choices such as learning rate or moving average excludes the study's test identities, so those choices
+    never see the test split.
 
     Raises:
         DatasetError: the dataset has fewer eligible test identities than ``n_test``.
     """
     images = _identity_images(Path(lfw))
+    excluded = set(exclude["identities"]) if exclude else set()
+    images = {i: files for i, files in images.items() if i not in excluded}
     eligible = [i for i, files in images.items() if len(files) >= min_test_images]
     if len(eligible) < n_test:
         raise DatasetError(f"{lfw} has {len(eligible)} identities with >= {min_test_images} images; need {n_test}")
@@ -96,7 +102,7 @@ def make_split(lfw: Path, n_test: int = 180, min_test_images: int = 5, min_train
     train = [i for i, files in images.items() if i not in test_set and len(files) >= min_train_images]
     pretrain = [i for i in images if i not in test_set]
     n_probes = sum(min(len(images[i]) - 1, max_probes) for i in test)
-    return {
+    split = {
         "dataset": "lfw (deep-funneled, this project's shared copy)",
         "created_with": f"python -m hsst.eval.study split --n-test {n_test} --seed {seed} --max-probes {max_probes}",
         "seed": seed,
@@ -111,6 +117,9 @@ def make_split(lfw: Path, n_test: int = 180, min_test_images: int = 5, min_train
         "pretrain": {"rule": "every identity not in test (all their images)", "count": len(pretrain),
                      "images": sum(len(images[i]) for i in pretrain)},
     }
+    if exclude:
+        split["excluded"] = {"rule": exclude["rule"], "count": len(excluded), "identities": sorted(excluded)}
+    return split
 
 
 def load_split(path: Path) -> Dict[str, Any]:
@@ -121,8 +130,8 @@ def load_split(path: Path) -> Dict[str, Any]:
 
 
 def pretrain_identities(split: Dict[str, Any], lfw: Path) -> List[str]:
-    test = set(split["test"]["identities"])
-    return [i for i in _identity_images(lfw) if i not in test]
+    held_out = set(split["test"]["identities"]) | set(split.get("excluded", {}).get("identities", []))
+    return [i for i in _identity_images(lfw) if i not in held_out]
 
 
 def link_tree(lfw: Path, identities: Sequence[str], dest: Path) -> Path:
@@ -586,9 +595,18 @@ def main() -> None:
 @click.option("--n-test", type=int, default=180, show_default=True, help="Test identities (>= 5 images each).")
 @click.option("--max-probes", type=int, default=10, show_default=True, help="Probes per test identity.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def split_cmd(lfw: str, out: str, n_test: int, max_probes: int, seed: int) -> None:
+@click.option("--exclude-test-of", type=click.Path(dir_okay=False, exists=True),
+              help="A validation split: leave out the test identities of this split (its test never informs "
+                   "the choices made on the validation split).")
+def split_cmd(lfw: str, out: str, n_test: int, max_probes: int, seed: int, exclude_test_of: Optional[str]) -> None:
     """Write the identity split (identity names only)."""
-    split = make_split(Path(lfw), n_test=n_test, max_probes=max_probes, seed=seed)
+    exclude = None
+    if exclude_test_of:
+        exclude = {"rule": f"the test identities of {exclude_test_of}",
+                   "identities": load_split(Path(exclude_test_of))["test"]["identities"]}
+    split = make_split(Path(lfw), n_test=n_test, max_probes=max_probes, seed=seed, exclude=exclude)
+    if exclude:
+        split["created_with"] += f" --exclude-test-of {exclude_test_of}"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
     click.echo(f"test {split['test']['count']} identities ({split['test']['probe_images']} probes), train "

@@ -71,3 +71,13 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
 
 def rec_init_sha(out):
     return json.loads((out / "runs" / "pretrain" / "result.json").read_text())["eval"]["masked"]["model_sha256"]
+
+
+def test_validation_split_never_touches_the_test_identities(orl_dir):
+    study = make_split(orl_dir, n_test=8, max_probes=2, seed=0)
+    val = make_split(orl_dir, n_test=8, max_probes=2, seed=1,
+                     exclude={"rule": "the study's test", "identities": study["test"]["identities"]})
+    held_out = set(study["test"]["identities"])
+    assert held_out.isdisjoint(val["test"]["identities"]) and held_out.isdisjoint(val["train"]["identities"])
+    assert held_out.isdisjoint(pretrain_identities(val, orl_dir))
+    assert val["excluded"]["identities"] == sorted(held_out)
