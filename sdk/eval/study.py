@@ -470,8 +470,16 @@ def aggregate(results: Dict[str, Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]
     return out
 
 
+def _shown(path: Any) -> str:
+    """A path as the page shows it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = None,
-                   notes: Optional[str] = None) -> str:
+                   notes: Optional[Path] = None) -> str:
     """Regenerate docs/RESULTS.md from the finished runs (tables, commands, fingerprints, plots)."""
     from hsst.eval.report import plot_roc
 
@@ -490,10 +498,15 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
              "Gallery images are the VIS photos. Numbers are percentages; `±` is the standard deviation over "
              "seeds (n = number of seeds).", "",
              "Regenerate this page: `python -m hsst.eval.study report --runs " + str(runs_dir) + " --out " +
-             str(out_md) + "`", ""]
+             _shown(out_md) + (f" --notes {_shown(notes)}" if notes else "") + "`", ""]
+    planned = [spec.name for spec in plan_runs(cfg.get("seeds", [0, 1]), cfg.get("all_seeds", False))]
+    done = [name for name in planned if name in results]
+    if len(done) < len(planned):
+        lines += [f"**In progress:** {len(done)} of {len(planned)} planned fine-tuning runs have finished "
+                  f"({', '.join(done) or 'none'}); `-` marks rows still to run.", ""]
     lines += ["## Data", "",
               f"- LFW fingerprint (sha256 over identity, file, size): `{split['dataset_fingerprint']}`",
-              f"- split: `{cfg.get('split', DEFAULT_SPLIT)}` (sha256 `{study.get('split_sha256', '?')}`), made with "
+              f"- split: `{_shown(cfg.get('split', DEFAULT_SPLIT))}` (sha256 `{study.get('split_sha256', '?')}`), made with "
               f"`{split['created_with']}`",
               f"- test: {split['test']['count']} identities ({split['test']['rule']}); gallery "
               f"{split['test']['gallery_images']} VIS images; probes {split['test']['probe_images']} images "
@@ -564,7 +577,7 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
                            title=f"LFW study, {test} simulated NIR probes, softmax rows")
             lines.append(f"![ROC {test}]({os.path.relpath(png, Path(out_md).parent)})")
     if notes:
-        lines += ["", "## Notes", "", notes.strip()]
+        lines += ["", "## Notes", "", Path(notes).read_text(encoding="utf-8").strip()]
     invocations = study.get("invocations", [])
     lines += ["", "## Commands", "", "```"] + [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in invocations]
     lines += ["```",
@@ -663,7 +676,7 @@ def report_cmd(runs_dir: str, out: str, plots: Optional[str], notes: Optional[st
     """Regenerate docs/RESULTS.md from the finished runs."""
     try:
         render_results(Path(runs_dir), Path(out), Path(plots) if plots else None,
-                       notes=Path(notes).read_text(encoding="utf-8") if notes else None)
+                       notes=Path(notes) if notes else None)
     except HsstError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out}")

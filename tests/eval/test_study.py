@@ -62,10 +62,12 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     assert ext_rec["train"]["iterations"] == 2
     assert ext_rec["eval"]["masked"]["model_sha256"] == rec_init_sha(out)
 
-    ext_text = render_results(tmp_path / "ext", tmp_path / "EXT.md", notes="Chosen before any test result.")
+    (tmp_path / "NOTES.md").write_text("Chosen before any test result.\n")
+    ext_text = render_results(tmp_path / "ext", tmp_path / "EXT.md", notes=tmp_path / "NOTES.md")
     assert "trained outside the study" in ext_text and "## Notes\n\nChosen before any test result." in ext_text
     text = render_results(out, tmp_path / "RESULTS.md")
     assert "simulated NIR" in text and "| softmax, HSST |" in text and "roc_masked.png" in text
+    assert "**In progress:** 1 of 10 planned" in text  # --only ran 1 run of the plan
     assert (tmp_path / "study" / "roc_masked.png").is_file()
 
 
