@@ -406,7 +406,7 @@ def _sha256(path: Path) -> str:
 # =================================================================================================== report
 def _mean_spread(values: Sequence[float]) -> Dict[str, float]:
     arr = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std()) if arr.size > 1 else float("nan"),
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"),
             "n": int(arr.size)}
 
 
@@ -495,8 +495,8 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
     lines = ["# Reproduction study: plain vs HSST on LFW with simulated NIR and synthesized masks", "",
              "All probe images in this study are **simulated NIR** made from LFW VIS photos (hsst.synth.nir), "
              "masked probes carry **synthesized masks** (hsst.synth.mask); no NIR camera image is involved. "
-             "Gallery images are the VIS photos. Numbers are percentages; `±` is the standard deviation over "
-             "seeds (n = number of seeds).", "",
+             "Gallery images are the VIS photos. Numbers are percentages; `±` is the sample standard deviation "
+             "over seeds (n = number of seeds; for n = 2 it is the seeds' difference / sqrt 2).", "",
              "Regenerate this page: `python -m hsst.eval.study report --runs " + str(runs_dir) + " --out " +
              _shown(out_md) + (f" --notes {_shown(notes)}" if notes else "") + "`", ""]
     planned = [spec.name for spec in plan_runs(cfg.get("seeds", [0, 1]), cfg.get("all_seeds", False))]

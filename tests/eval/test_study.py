@@ -83,3 +83,10 @@ def test_validation_split_never_touches_the_test_identities(orl_dir):
     assert held_out.isdisjoint(val["test"]["identities"]) and held_out.isdisjoint(val["train"]["identities"])
     assert held_out.isdisjoint(pretrain_identities(val, orl_dir))
     assert val["excluded"]["identities"] == sorted(held_out)
+
+
+def test_spread_is_the_sample_standard_deviation():
+    from hsst.eval.study import _mean_spread
+
+    stat = _mean_spread([0.40, 0.44])
+    assert stat["n"] == 2 and abs(stat["mean"] - 0.42) < 1e-12 and abs(stat["std"] - 0.04 / 2 ** 0.5) < 1e-12
