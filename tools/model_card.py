@@ -16,7 +16,7 @@ import hashlib
 import json
 import shlex
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from hsst.core.metadata import ModelMeta, sidecar_path
 
@@ -30,7 +30,8 @@ def train_command(config: Dict) -> str:
     data, optim, model, hsst = config["data"], config["optim"], config["model"], config.get("hsst", {})
     args = ["hsst-train", "--method", config["method"], "--data", data["data"], "--nir-transform",
             data["nir_transform"], "--input-size", model["input_size"], "--batch-size", optim["batch_size"],
-            "--lr", optim["lr"], "--iters", optim["iters"], "--loss", config["loss"]["name"]]
+            "--lr", optim["lr"], "--iters", optim["iters"], "--loss", config["loss"]["name"],
+            "--seed", config["run"]["seed"]]
     if model.get("init"):
         args += ["--init", model["init"]]
     if config.get("teacher", {}).get("name"):
@@ -75,7 +76,8 @@ def eval_command(report: Dict) -> str:
     return shlex.join(str(a) for a in args)
 
 
-def render(model: Path, checkpoint: Path, configs: List[Tuple[Dict, Optional[int]]], evals: List[Tuple[str, Dict]]) -> str:
+def render(model: Path, checkpoint: Path, configs: List[Tuple[Dict, Optional[int]]], evals: List[Tuple[str, Dict]],
+           notes: Sequence[str] = ()) -> str:
     meta = ModelMeta.load(sidecar_path(model))
     pre = meta.preprocess
     lines = [f"# Model card: {meta.name}", "",
@@ -104,6 +106,8 @@ def render(model: Path, checkpoint: Path, configs: List[Tuple[Dict, Optional[int
     for i, (config, done) in enumerate(configs, 1):
         stopped = f" (stopped after {done} iterations)" if done and done < config["optim"]["iters"] else ""
         lines.append(f"{i}. `{train_command(config)}`{stopped}")
+    for note in notes:
+        lines += ["", note]
     lines += ["", "## Evaluation (LFW test split, simulated NIR probes, VIS gallery)", "",
               "Identification: gallery = first VIS image of each test identity, probes = up to 10 further images "
               "as simulated NIR (and with synthesized masks). VR = verification rate at the FAR of all impostor "
@@ -145,6 +149,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--train-config", action="append", default=[], type=Path, help="config.json per stage")
     parser.add_argument("--eval", action="append", default=[], help="LABEL=REPORT.json (hsst-eval's JSON)")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph for the Training section")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     configs = [(json.loads(p.read_text()), iterations_done(p.parent / "probe_net.pt")) for p in args.train_config]
@@ -152,7 +157,7 @@ def main() -> None:
     for item in args.eval:
         label, _, path = item.rpartition("=")
         evals.append((label, json.loads(Path(path).read_text())))
-    args.out.write_text(render(args.model, args.checkpoint, configs, evals), encoding="utf-8")
+    args.out.write_text(render(args.model, args.checkpoint, configs, evals, args.note), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Ship the default model: checkpoint + float32 ONNX (parity-gated) + sidecar with the FAR -> threshold table
 # measured on the masked simulated-NIR test + MODEL_CARD.md, into sdk/assets/models.
 #
-#   tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES [LFW]
+#   tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES [LFW [tools/model_card.py options, e.g. --note TEXT]]
 #
 # RUN_DIR: the HSST fine-tuning run (probe_net.pt, config.json); INIT_DIR: its VIS-pretraining run (config.json,
 # probe_net.pt); TEST_FACES: aligned crops of the test identities (export parity faces); LFW: raw LFW photos
@@ -12,6 +12,7 @@ RUN=${1:?usage: tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES [LFW]}
 INIT=${2:?INIT_DIR missing}
 FACES=${3:?TEST_FACES missing}
 LFW=${4:-../shared/datasets/lfw}
+shift $(( $# < 4 ? $# : 4 ))
 M=sdk/assets/models
 NAME=hsst-mobilefacenet-112
 REPORTS=${REPORTS:-build/model_card}
@@ -29,5 +30,5 @@ python tools/model_card.py --model "$M/$NAME.onnx" --checkpoint "$M/$NAME.pt" \
     --eval "ONNX, detect + align, masked=$REPORTS/onnx_masked_detect.json" \
     --eval "ONNX, detect + align, non-masked=$REPORTS/onnx_nonmasked_detect.json" \
     --eval "ONNX, detect + align, VIS probes=$REPORTS/onnx_vis_detect.json" \
-    --out "$M/MODEL_CARD.md"
+    --out "$M/MODEL_CARD.md" "$@"
 ls -l "$M"
