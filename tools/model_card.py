@@ -19,37 +19,17 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from hsst.core.metadata import ModelMeta, sidecar_path
+from hsst.train.config import TrainConfig
+from hsst.train.models import read_checkpoint_meta
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_command(config: Dict) -> str:
-    """The hsst-train command line of a saved config (the options that define the run)."""
-    data, optim, model, hsst = config["data"], config["optim"], config["model"], config.get("hsst", {})
-    args = ["hsst-train", "--method", config["method"], "--data", data["data"], "--nir-transform",
-            data["nir_transform"], "--input-size", model["input_size"], "--batch-size", optim["batch_size"],
-            "--lr", optim["lr"], "--iters", optim["iters"], "--loss", config["loss"]["name"],
-            "--seed", config["run"]["seed"]]
-    if model.get("init"):
-        args += ["--init", model["init"]]
-    if config.get("teacher", {}).get("name"):
-        args += ["--teacher", config["teacher"]["name"]]
-    if config["method"] == "hsst":
-        args += ["--queue-size", hsst["queue_size"], "--ema", hsst["ema"]]
-    if data.get("min_images") is not None:
-        args += ["--min-images", data["min_images"]]
-    return shlex.join(str(a) for a in args)
-
-
 def iterations_done(checkpoint: Path) -> Optional[int]:
-    """Iterations a run trained, from its probe-net checkpoint's metadata (a run may stop before --iters)."""
-    if not checkpoint.is_file():
-        return None
-    import torch
-
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["meta"]["training"]["iterations"])
+    """Iterations a run trained, from its probe-net checkpoint beside config.json (a run may stop early)."""
+    return read_checkpoint_meta(checkpoint).training.get("iterations") if checkpoint.is_file() else None
 
 
 def eval_row(label: str, report: Dict) -> str:
@@ -76,7 +56,7 @@ def eval_command(report: Dict) -> str:
     return shlex.join(str(a) for a in args)
 
 
-def render(model: Path, checkpoint: Path, configs: List[Tuple[Dict, Optional[int]]], evals: List[Tuple[str, Dict]],
+def render(model: Path, checkpoint: Path, configs: List[Tuple[TrainConfig, Optional[int]]], evals: List[Tuple[str, Dict]],
            notes: Sequence[str] = ()) -> str:
     meta = ModelMeta.load(sidecar_path(model))
     pre = meta.preprocess
@@ -104,8 +84,8 @@ def render(model: Path, checkpoint: Path, configs: List[Tuple[Dict, Optional[int
               "`python -m hsst.eval.study run --lfw CROPS`; stage 2 is the study's run `hsst-softmax-masked-s0`, "
               "see docs/RESULTS.md). `tools/ship_default_model.sh RUN` exports, evaluates and writes this card.", ""]
     for i, (config, done) in enumerate(configs, 1):
-        stopped = f" (stopped after {done} iterations)" if done and done < config["optim"]["iters"] else ""
-        lines.append(f"{i}. `{train_command(config)}`{stopped}")
+        stopped = f" (stopped after {done} iterations)" if done and done < config.optim.iters else ""
+        lines.append(f"{i}. `{config.command_line()}`{stopped}")
     for note in notes:
         lines += ["", note]
     lines += ["", "## Evaluation (LFW test split, simulated NIR probes, VIS gallery)", "",
@@ -152,7 +132,7 @@ def main() -> None:
     parser.add_argument("--note", action="append", default=[], help="a paragraph for the Training section")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
-    configs = [(json.loads(p.read_text()), iterations_done(p.parent / "probe_net.pt")) for p in args.train_config]
+    configs = [(TrainConfig.load(p), iterations_done(p.parent / "probe_net.pt")) for p in args.train_config]
     evals = []
     for item in args.eval:
         label, _, path = item.rpartition("=")

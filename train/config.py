@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -348,6 +349,22 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def command_line(self) -> str:
+        """The ``hsst-train`` command of the options that define this run (for reports and model cards)."""
+        d, o = self.data, self.optim
+        args = ["hsst-train", "--method", self.method, "--data", d.data, "--nir-transform", d.nir_transform,
+                "--input-size", self.model.input_size, "--batch-size", o.batch_size, "--lr", o.lr,
+                "--iters", o.iters, "--loss", self.loss.name, "--seed", self.run.seed]
+        if self.model.init:
+            args += ["--init", self.model.init]
+        if self.teacher.name:
+            args += ["--teacher", self.teacher.name]
+        if self.method == "hsst":
+            args += ["--queue-size", self.hsst.queue_size, "--ema", self.hsst.ema]
+        if d.min_images is not None:
+            args += ["--min-images", d.min_images]
+        return shlex.join(str(a) for a in args)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":

@@ -367,7 +367,10 @@ class Study:
                 init_train = {"checkpoint": str(init), "external": True}
                 if (init.parent / "config.json").is_file():  # hsst-train writes it beside probe_net.pt
                     init_train["config"] = json.loads((init.parent / "config.json").read_text())
-                init_train["iterations"] = _checkpoint_iterations(init)  # a run may stop before its --iters
+                from hsst.train.models import read_checkpoint_meta
+
+                # a run may stop before its --iters: the checkpoint knows how far it went
+                init_train["iterations"] = read_checkpoint_meta(init).training.get("iterations")
             elif (init_dir / "train_done.json").is_file():
                 init_train = json.loads((init_dir / "train_done.json").read_text())
             else:
@@ -419,29 +422,6 @@ def _fmt(stat: Optional[Dict[str, float]]) -> str:
     if stat["n"] > 1:
         text += f" ± {100 * stat['std']:.2f} (n={stat['n']})"
     return text
-
-
-def _checkpoint_iterations(path: Path) -> Optional[int]:
-    """Iterations trained, from a probe-net checkpoint's metadata (None when unreadable)."""
-    import torch
-
-    try:
-        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-        return int(meta["training"]["iterations"])
-    except Exception:  # noqa: BLE001 -- informational only
-        return None
-
-
-def _config_summary(config: Dict[str, Any]) -> str:
-    """The hsst-train options that define a run, from its saved config.json."""
-    data, optim, model = config.get("data", {}), config.get("optim", {}), config.get("model", {})
-    teacher = config.get("teacher", {}).get("name")
-    parts = [f"--method {config.get('method')}", f"--data {data.get('data')}",
-             f"--nir-transform {data.get('nir_transform')}", f"--input-size {model.get('input_size')}",
-             f"--batch-size {optim.get('batch_size')}", f"--lr {optim.get('lr')}", f"--iters {optim.get('iters')}"]
-    if teacher:
-        parts.append(f"--teacher {teacher}")
-    return " ".join(parts)
 
 
 def collect(runs_dir: Path) -> Dict[str, Dict[str, Any]]:
@@ -518,8 +498,10 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
     lines.append(f"- images: `{cfg.get('lfw', DEFAULT_LFW)}`")
     init_train = results.get(INIT_NAME, {}).get("train", {})
     if init_train.get("external"):
+        from hsst.train.config import TrainConfig
+
         lines.append(f"- VIS-pretrained init: trained outside the study (`--init {init_train['checkpoint']}`)"
-                     + (f"; its hsst-train config: `{_config_summary(init_train['config'])}`"
+                     + (f"; its command: `{TrainConfig.from_dict(init_train['config']).command_line()}`"
                         if init_train.get("config") else "")
                      + (f", stopped after {init_train['iterations']} iterations"
                         if init_train.get("iterations") else ""))

@@ -91,3 +91,13 @@ def test_resume_compatibility_lists_differences():
     c = cfg(hsst={"queue_size": 64}, loss={"name": "triplet"}).validate()
     with pytest.raises(ConfigError, match="hsst.queue_size: 128 -> 64.*|loss.name"):
         c.resume_compatible(a)
+
+
+def test_command_line_names_the_options_that_define_the_run():
+    cfg = TrainConfig.from_dict({"method": "hsst", "data": {"data": "data/lfw 112", "nir_transform": "nir-sim+mask"},
+                                 "optim": {"iters": 300, "batch_size": 32, "lr": 0.001},
+                                 "hsst": {"ema": 0.97}, "model": {"init": "runs/pre/probe_net.pt"}})
+    line = cfg.command_line()
+    assert line.startswith("hsst-train --method hsst --data 'data/lfw 112' --nir-transform nir-sim+mask")
+    assert "--iters 300" in line and "--init runs/pre/probe_net.pt" in line and "--ema 0.97" in line
+    assert "--teacher" not in TrainConfig.from_dict({"method": "plain"}).command_line()

@@ -4,11 +4,12 @@ from hsst.train.models.registry import create_backbone, list_backbones, register
 from hsst.train.models.mobilefacenet import MobileFaceNet
 from hsst.train.models.resnet import IResNet
 from hsst.train.models.checkpoint import (LoadReport, load_foreign_state_dict, load_probe_checkpoint, meta_for,
-                                          save_probe_checkpoint)
+                                          read_checkpoint_meta, save_probe_checkpoint)
 
 __all__ = [
     "Backbone", "count_parameters", "model_summary", "unwrap_model",
     "create_backbone", "list_backbones", "register_backbone", "resolve_backbone_name",
     "MobileFaceNet", "IResNet",
-    "LoadReport", "load_foreign_state_dict", "load_probe_checkpoint", "meta_for", "save_probe_checkpoint",
+    "LoadReport", "load_foreign_state_dict", "load_probe_checkpoint", "meta_for", "read_checkpoint_meta",
+    "save_probe_checkpoint",
 ]

@@ -143,6 +143,19 @@ def _torch_load(path: Path, map_location: Any, what: str, weights_only: bool = T
                          f"{hint}") from exc
 
 
+def read_checkpoint_meta(path: Union[str, Path]) -> ModelMeta:
+    """The metadata of a probe-net checkpoint, without building the model.
+
+    Raises:
+        ModelError: missing or unreadable file, or not an hsst probe-net checkpoint.
+    """
+    path = Path(path)
+    ckpt = _torch_load(path, "cpu", "probe-net checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "meta" not in ckpt:
+        raise ModelError(f"{path} is not an hsst probe-net checkpoint (no format={FORMAT!r})")
+    return ModelMeta.from_dict(ckpt["meta"])
+
+
 def load_probe_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> Tuple[nn.Module, ModelMeta]:
     """Recreate a probe-net saved by :func:`save_probe_checkpoint`.
 

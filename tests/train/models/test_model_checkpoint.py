@@ -10,7 +10,7 @@ from hsst.core.image import read_image
 from hsst.core.metadata import ModelMeta, Preprocess
 from hsst.core.preprocess import to_input
 from hsst.train.models import (create_backbone, load_foreign_state_dict, load_probe_checkpoint, meta_for,
-                               save_probe_checkpoint)
+                               read_checkpoint_meta, save_probe_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,10 @@ def test_roundtrip_gives_identical_embeddings(tmp_path, orl_batch):
     assert raw["extra"] == {"iteration": 7}
     loaded, meta2 = load_probe_checkpoint(path)
     assert meta2 == meta and not loaded.training
+    assert read_checkpoint_meta(path) == meta                              # metadata alone, no model built
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not an hsst probe-net checkpoint"):
+        read_checkpoint_meta(tmp_path / "other.pt")
     with torch.no_grad():
         assert torch.equal(loaded(orl_batch), m(orl_batch))
 
