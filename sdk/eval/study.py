@@ -4,7 +4,7 @@ Three commands::
 
     python -m hsst.eval.study split  --lfw DIR --out docs/study/lfw_split.json     # once; committed
     python -m hsst.eval.study run    --out runs/study [--iters N] [--seeds 0,1] [--only PATTERNS]
-    python -m hsst.eval.study report --runs runs/study --out docs/RESULTS.md
+    python -m hsst.eval.study report --runs runs/study --out docs/RESULTS.md [--ablations runs/val]
 
 Design:
 
@@ -347,9 +347,8 @@ class Study:
                     100 * m["vr@far=0.001"]["mean"])
 
     # ------------------------------------------------------------------------------------------------ all
-    def run(self) -> List[str]:
-        """Everything not done yet; returns the names of the runs that have results."""
-        self.out.mkdir(parents=True, exist_ok=True)
+    def _record_invocation(self) -> None:
+        """Append this command line to ``study.json`` (the page's command list) with the current config."""
         record_path = self.out / "study.json"
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         invocations = record.get("invocations", [])
@@ -358,6 +357,12 @@ class Study:
         record_path.write_text(json.dumps({"config": asdict(self.cfg), "invocations": invocations,
                                            "split_sha256": _sha256(self.split_path), "updated": _now()},
                                           indent=2) + "\n")
+
+    def run(self) -> List[str]:
+        """Everything not done yet; returns the names of the runs that have results."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.cfg.dry_run:  # a dry run changes nothing, not even the record of commands
+            self._record_invocation()
         self.check_transforms()
         trees = self.prepare_data()
         init = self.init_checkpoint(trees)
@@ -458,8 +463,51 @@ def _shown(path: Any) -> str:
         return str(path)
 
 
+#: hsst-train options that do not change a run's result (left out of the ablation table).
+_NEUTRAL_OPTIONS = ("--workers", "--save-every", "--threads")
+
+
+def _result_options(*arg_strings: str) -> str:
+    """The hsst-train options of ``arg_strings`` that can change a result, as one string."""
+    words, kept = shlex.split(" ".join(arg_strings)), []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in _NEUTRAL_OPTIONS:
+            skip = True
+        else:
+            kept.append(word)
+    return shlex.join(kept)
+
+
+def render_ablations(ablations_dir: Path) -> List[str]:
+    """Markdown lines of the validation-split ablation table: one study folder per setting under
+    ``ablations_dir`` (``<setting>/study.json`` + ``<setting>/runs/*/result.json``), one row per finished run.
+
+    Raises:
+        DatasetError: no finished run under ``ablations_dir``.
+    """
+    rows, commands = [], []
+    for setting in sorted(p for p in Path(ablations_dir).iterdir() if (p / "study.json").is_file()):
+        study = json.loads((setting / "study.json").read_text())
+        cfg = study.get("config", {})
+        options = _result_options(cfg.get("common_args", ""), cfg.get("train_args", ""))
+        for name, rec in sorted(collect(setting).items()):
+            m, n = rec["eval"]["masked"]["summary"], rec["eval"]["nonmasked"]["summary"]
+            cells = [m["rank1"], m["vr@far=0.01"], m["vr@far=0.001"], n["rank1"], n["vr@far=0.001"]]
+            rows.append(f"| {setting.name} | {name} | `{options if name != INIT_NAME else '(the init)'}` | "
+                        + " | ".join(f"{100 * c['mean']:.2f}" for c in cells) + " |")
+        commands += [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in study.get("invocations", [])]
+    if not rows:
+        raise DatasetError(f"no finished ablation runs under {ablations_dir}/<setting>/runs/*/result.json")
+    return (["| setting | run | hsst-train options | masked Rank-1 | masked VR@1% | masked VR@0.1% | "
+             "non-masked Rank-1 | non-masked VR@0.1% |", "|---|---|---|---:|---:|---:|---:|---:|"] + rows
+            + ["", "Commands:", "", "```"] + commands + ["```"])
+
+
 def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = None,
-                   notes: Optional[Path] = None) -> str:
+                   notes: Optional[Path] = None, ablations: Optional[Path] = None) -> str:
     """Regenerate docs/RESULTS.md from the finished runs (tables, commands, fingerprints, plots)."""
     from hsst.eval.report import plot_roc
 
@@ -478,7 +526,8 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
              "Gallery images are the VIS photos. Numbers are percentages; `±` is the sample standard deviation "
              "over seeds (n = number of seeds; for n = 2 it is the seeds' difference / sqrt 2).", "",
              "Regenerate this page: `python -m hsst.eval.study report --runs " + str(runs_dir) + " --out " +
-             _shown(out_md) + (f" --notes {_shown(notes)}" if notes else "") + "`", ""]
+             _shown(out_md) + (f" --notes {_shown(notes)}" if notes else "")
+             + (f" --ablations {ablations}" if ablations else "") + "`", ""]
     planned = [spec.name for spec in plan_runs(cfg.get("seeds", [0, 1]), cfg.get("all_seeds", False))]
     done = [name for name in planned if name in results]
     if len(done) < len(planned):
@@ -560,6 +609,11 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
             lines.append(f"![ROC {test}]({os.path.relpath(png, Path(out_md).parent)})")
     if notes:
         lines += ["", "## Notes", "", Path(notes).read_text(encoding="utf-8").strip()]
+    if ablations:
+        lines += ["", "## Validation-split ablations", "",
+                  "Settings tried to find out why HSST does or does not beat plain training, evaluated on the "
+                  "validation split's test identities (never on the study's test split); one seed each. The "
+                  "`pretrain` row is the common init before fine-tuning.", ""] + render_ablations(Path(ablations))
     invocations = study.get("invocations", [])
     lines += ["", "## Commands", "", "```"] + [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in invocations]
     lines += ["```",
@@ -654,11 +708,13 @@ def run_cmd(seeds: str, **options) -> None:
 @click.option("--plots", type=click.Path(file_okay=False), help="Folder of the plots.  [default: <out dir>/study]")
 @click.option("--notes", type=click.Path(dir_okay=False, exists=True),
               help="Markdown file included as the page's 'Notes' section (choices made, what is left).")
-def report_cmd(runs_dir: str, out: str, plots: Optional[str], notes: Optional[str]) -> None:
+@click.option("--ablations", type=click.Path(file_okay=False, exists=True),
+              help="Folder of validation-split studies, one per setting (run with --split of a validation split).")
+def report_cmd(runs_dir: str, out: str, plots: Optional[str], notes: Optional[str], ablations: Optional[str]) -> None:
     """Regenerate docs/RESULTS.md from the finished runs."""
     try:
         render_results(Path(runs_dir), Path(out), Path(plots) if plots else None,
-                       notes=Path(notes) if notes else None)
+                       notes=Path(notes) if notes else None, ablations=Path(ablations) if ablations else None)
     except HsstError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out}")

@@ -51,6 +51,9 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
     Study(cfg).run()
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == stamps
+    record = (out / "study.json").read_text()
+    Study(StudyConfig(**{**cfg.__dict__, "dry_run": True})).run()
+    assert (out / "study.json").read_text() == record  # a dry run records nothing
 
     # an init trained elsewhere (--init) is evaluated as the study's pretrain row
     init = out / "runs" / "pretrain" / "probe_net.pt"
@@ -69,6 +72,14 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     assert "simulated NIR" in text and "| softmax, HSST |" in text and "roc_masked.png" in text
     assert "**In progress:** 1 of 10 planned" in text  # --only ran 1 run of the plan
     assert (tmp_path / "study" / "roc_masked.png").is_file()
+
+    # a validation-split ablation folder: one study per setting, rendered as one table with its commands
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "queue8").symlink_to(out, target_is_directory=True)
+    text = render_results(out, tmp_path / "RESULTS.md", ablations=tmp_path / "val")
+    assert "## Validation-split ablations" in text and "--ablations" in text
+    assert "| queue8 | hsst-softmax-masked-s0 | `--input-size 64 --batch-size 4 --queue-size 8` |" in text
+    assert "| queue8 | pretrain | `(the init)` |" in text
 
 
 def rec_init_sha(out):
@@ -90,3 +101,11 @@ def test_spread_is_the_sample_standard_deviation():
 
     stat = _mean_spread([0.40, 0.44])
     assert stat["n"] == 2 and abs(stat["mean"] - 0.42) < 1e-12 and abs(stat["std"] - 0.04 / 2 ** 0.5) < 1e-12
+
+
+def test_ablations_without_finished_runs_is_a_clear_error(tmp_path):
+    from hsst.core.errors import DatasetError
+    from hsst.eval.study import render_ablations
+
+    with pytest.raises(DatasetError, match="no finished ablation runs"):
+        render_ablations(tmp_path)
