@@ -481,6 +481,11 @@ def _result_options(*arg_strings: str) -> str:
     return shlex.join(kept)
 
 
+def _study_commands(study: Dict[str, Any]) -> List[str]:
+    """The ``run`` command lines recorded in a ``study.json``, in order."""
+    return [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in study.get("invocations", [])]
+
+
 def render_ablations(ablations_dir: Path) -> List[str]:
     """Markdown lines of the validation-split ablation table: one study folder per setting under
     ``ablations_dir`` (``<setting>/study.json`` + ``<setting>/runs/*/result.json``), one row per finished run.
@@ -498,7 +503,7 @@ def render_ablations(ablations_dir: Path) -> List[str]:
             cells = [m["rank1"], m["vr@far=0.01"], m["vr@far=0.001"], n["rank1"], n["vr@far=0.001"]]
             rows.append(f"| {setting.name} | {name} | `{options if name != INIT_NAME else '(the init)'}` | "
                         + " | ".join(f"{100 * c['mean']:.2f}" for c in cells) + " |")
-        commands += [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in study.get("invocations", [])]
+        commands += _study_commands(study)
     if not rows:
         raise DatasetError(f"no finished ablation runs under {ablations_dir}/<setting>/runs/*/result.json")
     return (["| setting | run | hsst-train options | masked Rank-1 | masked VR@1% | masked VR@0.1% | "
@@ -614,8 +619,7 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
                   "Settings tried to find out why HSST does or does not beat plain training, evaluated on the "
                   "validation split's test identities (never on the study's test split); one seed each. The "
                   "`pretrain` row is the common init before fine-tuning.", ""] + render_ablations(Path(ablations))
-    invocations = study.get("invocations", [])
-    lines += ["", "## Commands", "", "```"] + [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in invocations]
+    lines += ["", "## Commands", "", "```"] + _study_commands(study)
     lines += ["```",
               "", "Training runs (each resumed with `--resume` when interrupted):", "",
               "| run | table | seconds | command |", "|---|---|---:|---|"]
