@@ -6,6 +6,7 @@ Examples::
     hsst-train --casia /data/NIR-VIS-2.0 --fold 1 --init runs/pretrain/probe_net.pt --out runs/casia1
     hsst-train --method pretrain --teacher dlib --data /data/lfw --out runs/pretrain
     hsst-train --out runs/casia1 --resume                 # continue exactly where the run stopped
+    hsst-train --out runs/casia1 --resume --pause-after 5000   # a time-boxed slice of a long run
     torchrun --nproc-per-node 4 -m hsst.train.cli --casia ... --fold 1 --out runs/ddp
 
 Every option maps onto one field of :class:`~hsst.train.config.TrainConfig`; options that are not given keep
@@ -112,6 +113,8 @@ def build_config(options: Dict[str, Any], base: Optional[Dict[str, Any]] = None)
 @click.option("--teacher-mse", type=float, help="Weight of an MSE term added to 1 - cos.  [default: 0]")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder.  [default: runs/hsst]")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out exactly where it stopped.")
+@click.option("--pause-after", type=int, help="Save a resume checkpoint after iteration N and exit: a time-boxed "
+              "job; --resume continues the same schedule.")
 @click.option("--overwrite", is_flag=True, default=None, help="Start over in an --out that already holds a run.")
 @click.option("--device", help="cpu, cuda, cuda:N or auto.  [default: auto]")
 @click.option("--seed", type=int, help="Run seed.  [default: 0]")
@@ -124,7 +127,8 @@ def build_config(options: Dict[str, Any], base: Optional[Dict[str, Any]] = None)
               help="Start from this config.json / .yaml (options given here override it).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(config_file: Optional[str], print_config: bool, verbose: bool, **options: Any) -> None:
+def main(config_file: Optional[str], print_config: bool, verbose: bool, pause_after: Optional[int],
+         **options: Any) -> None:
     """Train a NIR-VIS face embedding network (HSST, plain baseline, VIS pretraining)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -147,7 +151,7 @@ def main(config_file: Optional[str], print_config: bool, verbose: bool, **option
     from hsst.train.trainer import train  # torch import only when training
 
     try:
-        result = train(config)
+        result = train(config, pause_after=pause_after)
     except HsstError as exc:
         raise click.ClickException(str(exc)) from exc
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports

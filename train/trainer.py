@@ -396,16 +396,24 @@ class Trainer:
             values = {k: self.dist.mean_scalar(v, self.device) for k, v in values.items()}
         return values
 
-    def fit(self, stop_after: Optional[int] = None) -> TrainResult:
+    def fit(self, stop_after: Optional[int] = None, pause_after: Optional[int] = None) -> TrainResult:
         """Set up (unless done) and train until ``optim.iters``; returns where the results are.
 
         Args:
             stop_after: end the loop after this iteration without a final checkpoint, exactly like a killed
-                process (for resume tests and time-boxed jobs); the last periodic checkpoint stays valid.
+                process (for resume tests); the last periodic checkpoint stays valid.
+            pause_after: end the loop after this iteration with a resume checkpoint there (a time-boxed job;
+                ``--resume`` continues the same schedule). Must lie after the start and before ``optim.iters``.
+
+        Raises:
+            ConfigError: ``pause_after`` outside (start iteration, ``optim.iters``).
         """
         if not hasattr(self, "optimizer"):
             self.setup()
         cfg = self.config
+        if pause_after is not None and not self.iteration < pause_after < cfg.optim.iters:
+            raise ConfigError(f"--pause-after {pause_after} must lie after the run's current iteration "
+                              f"({self.iteration}) and before --iters ({cfg.optim.iters})")
         images_per_step = self.method.images_per_sample * cfg.optim.batch_size * self.dist.world_size
         first = self.iteration
         log = JsonlLogger(self.out_dir / LOG_NAME, resume_from=first if (cfg.run.resume or first) else None) \
@@ -439,6 +447,12 @@ class Trainer:
                         log.flush()
                     self.save_checkpoint(self.iteration)
                 if stop_after is not None and self.iteration >= stop_after:
+                    break
+                if pause_after is not None and self.iteration >= pause_after:
+                    if not (cfg.run.save_every and self.iteration % cfg.run.save_every == 0):
+                        self.save_checkpoint(self.iteration)
+                    logger.info("paused after iteration %d / %d; continue with --resume", self.iteration,
+                                cfg.optim.iters)
                     break
             else:
                 self.save_checkpoint(self.iteration)
@@ -476,8 +490,12 @@ class Trainer:
         self._handlers = []
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, pause_after: Optional[int] = None) -> TrainResult:
     """Run a training configuration (the Python twin of ``hsst-train``).
+
+    Args:
+        config: the run.
+        pause_after: stop after this iteration with a resume checkpoint (``--pause-after``).
 
     Raises:
         ConfigError: invalid options or combinations (before any data is read).
@@ -486,6 +504,6 @@ def train(config: TrainConfig) -> TrainResult:
     """
     trainer = Trainer(config)
     try:
-        return trainer.fit()
+        return trainer.fit(pause_after=pause_after)
     finally:
         trainer.close()

@@ -24,6 +24,13 @@ def test_cli_trains_and_prints_where_results_are(orl_dir, tmp_path):
     res = CliRunner().invoke(main, ["--out", str(out), "--resume", "--iters", "3", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert [r["iter"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3]
+    # a time-boxed slice: --pause-after leaves a resumable run, a plain --resume finishes it
+    res = CliRunner().invoke(main, ["--out", str(out), "--resume", "--iters", "5", "--pause-after", "4"])
+    assert res.exit_code == 0, res.output
+    assert [r["iter"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3, 4]
+    res = CliRunner().invoke(main, ["--out", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert [r["iter"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3, 4, 5]
     # a second fresh run into the same folder must not silently destroy the first
     res = CliRunner().invoke(main, ["--data", str(orl_dir), "--iters", "2", "--out", str(out), *TINY])
     assert res.exit_code == 1 and "already holds a training run" in res.output and "--resume" in res.output

@@ -63,6 +63,25 @@ def test_resume_equals_uninterrupted(orl_dir, tmp_path, method, loss):
     assert meta.training["iterations"] == 6 and meta.preprocess.crop_size == 32
 
 
+def test_pause_then_resume_equals_uninterrupted(orl_dir, tmp_path):
+    """--pause-after between periodic checkpoints writes its own; the resumed run matches an unpaused one."""
+    full = train(tiny(orl_dir, tmp_path / "full", "plain"))
+    paused = train(tiny(orl_dir, tmp_path / "cut", "plain"), pause_after=4)
+    assert paused.iterations == 4 and load_train_state(tmp_path / "cut" / RESUME_NAME)["iteration"] == 4
+    resumed = train(tiny(orl_dir, tmp_path / "cut", "plain", run={"resume": True}))
+    assert resumed.start_iteration == 4
+    assert [r["loss"] for r in read_jsonl(resumed.log_path)] == [r["loss"] for r in read_jsonl(full.log_path)]
+    probe_a, _ = _final_state(tmp_path / "full")
+    probe_b, _ = _final_state(tmp_path / "cut")
+    assert all(torch.equal(probe_a[name], probe_b[name]) for name in probe_a)
+
+
+@pytest.mark.parametrize("pause_after", [0, 6, 9])
+def test_pause_outside_the_schedule_is_refused(orl_dir, tmp_path, pause_after):
+    with pytest.raises(ConfigError, match="--pause-after"):
+        train(tiny(orl_dir, tmp_path, "plain"), pause_after=pause_after)
+
+
 def test_resume_refuses_other_config(orl_dir, tmp_path):
     train(tiny(orl_dir, tmp_path, optim={"iters": 3, "milestones": [2]}))
     with pytest.raises(ConfigError, match="loss.name"):
