@@ -486,6 +486,20 @@ def _study_commands(study: Dict[str, Any]) -> List[str]:
     return [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in study.get("invocations", [])]
 
 
+def _init_label(result: Dict[str, Any]) -> str:
+    """How strong the init row's checkpoint is: its training method and iterations, e.g. ``(the init: pretrain,
+    dlib teacher, 3,000 / 6,000 iterations)``; the bare ``(the init)`` where the record does not say."""
+    train = result.get("train", {})
+    cfg = train.get("config") or {}
+    done = train.get("iterations", train.get("iters"))  # an --init checkpoint / a run of the study itself
+    total = (cfg.get("optim") or {}).get("iters", train.get("iters"))
+    if done is None or total is None:
+        return "(the init)"
+    teacher = (cfg.get("teacher") or {}).get("name")
+    parts = [cfg.get("method", result.get("method", "?"))] + ([f"{teacher} teacher"] if teacher else [])
+    return f"(the init: {', '.join(parts)}, {done:,} / {total:,} iterations)"
+
+
 def render_ablations(ablations_dir: Path) -> List[str]:
     """Markdown lines of the validation-split ablation table: one study folder per setting under
     ``ablations_dir`` (``<setting>/study.json`` + ``<setting>/runs/*/result.json``), one row per finished run.
@@ -501,7 +515,7 @@ def render_ablations(ablations_dir: Path) -> List[str]:
         for name, rec in sorted(collect(setting).items()):
             m, n = rec["eval"]["masked"]["summary"], rec["eval"]["nonmasked"]["summary"]
             cells = [m["rank1"], m["vr@far=0.01"], m["vr@far=0.001"], n["rank1"], n["vr@far=0.001"]]
-            rows.append(f"| {setting.name} | {name} | `{options if name != INIT_NAME else '(the init)'}` | "
+            rows.append(f"| {setting.name} | {name} | `{options if name != INIT_NAME else _init_label(rec)}` | "
                         + " | ".join(f"{100 * c['mean']:.2f}" for c in cells) + " |")
         commands += _study_commands(study)
     if not rows:

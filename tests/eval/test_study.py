@@ -76,10 +76,12 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     # a validation-split ablation folder: one study per setting, rendered as one table with its commands
     (tmp_path / "val").mkdir()
     (tmp_path / "val" / "queue8").symlink_to(out, target_is_directory=True)
+    (tmp_path / "val" / "ext_init").symlink_to(tmp_path / "ext", target_is_directory=True)
     text = render_results(out, tmp_path / "RESULTS.md", ablations=tmp_path / "val")
     assert "## Validation-split ablations" in text and "--ablations" in text
     assert "| queue8 | hsst-softmax-masked-s0 | `--input-size 64 --batch-size 4 --queue-size 8` |" in text
-    assert "| queue8 | pretrain | `(the init)` |" in text
+    assert "| ext_init | pretrain | `(the init: pretrain, 2 / 2 iterations)` |" in text  # how strong each init is
+    assert "| queue8 | pretrain | `(the init: pretrain, 2 / 2 iterations)` |" in text
 
 
 def rec_init_sha(out):
