@@ -639,8 +639,9 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
               "| run | table | seconds | command |", "|---|---|---:|---|"]
     for name, rec in sorted(results.items()):
         tr = rec.get("train", {})
-        lines.append(f"| {name} | {','.join(rec.get('table', []))} | {tr.get('seconds', '-')} | "
-                     f"`{tr.get('command', '-')}` |")
+        command = f"`{tr['command']}`" if "command" in tr else \
+            f"trained outside the study: `--init {tr.get('checkpoint', '?')}`, {_init_label(rec)[1:-1]}"
+        lines.append(f"| {name} | {','.join(rec.get('table', []))} | {tr.get('seconds', '-')} | {command} |")
     lines += ["", "Per-run evaluation reports (JSON with every number, model sha256, dataset fingerprint, markdown, "
               "ROC PNG) are in `" + str(runs_dir) + "/runs/<run>/eval/`.", ""]
     text = "\n".join(lines)

@@ -67,6 +67,7 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
 
     (tmp_path / "NOTES.md").write_text("Chosen before any test result.\n")
     ext_text = render_results(tmp_path / "ext", tmp_path / "EXT.md", notes=tmp_path / "NOTES.md")
+    assert "| pretrain | I,II | - | trained outside the study: `--init " in ext_text  # its run has no command
     assert "trained outside the study" in ext_text and "## Notes\n\nChosen before any test result." in ext_text
     text = render_results(out, tmp_path / "RESULTS.md")
     assert "simulated NIR" in text and "| softmax, HSST |" in text and "roc_masked.png" in text
