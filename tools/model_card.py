@@ -81,8 +81,9 @@ def render(model: Path, checkpoint: Path, configs: List[Tuple[TrainConfig, Optio
               "How the data paths below were made: `hsst-mask --in ../shared/datasets/lfw --out CROPS --no-mask "
               "--workers 2 --align 112` (detector + 5-point alignment, the runtime's own); the pretraining tree links "
               "the split's `pretrain` identities of CROPS, the fine-tuning tree its `train` identities (made by "
-              "`python -m hsst.eval.study run --lfw CROPS`; stage 2 is the study's run `hsst-softmax-masked-s0`, "
-              "see docs/RESULTS.md). `tools/ship_default_model.sh RUN` exports, evaluates and writes this card.", ""]
+              "`python -m hsst.eval.study run --lfw CROPS`; stage 2 follows the recipe of the study's run "
+              "`hsst-softmax-masked-s0`, see docs/RESULTS.md). `tools/ship_default_model.sh RUN_DIR INIT_DIR "
+              "TEST_FACES` exports, evaluates and writes this card.", ""]
     for i, (config, done) in enumerate(configs, 1):
         stopped = f" (stopped after {done} iterations)" if done and done < config.optim.iters else ""
         lines.append(f"{i}. `{config.command_line()}`{stopped}")

@@ -441,15 +441,15 @@ class Trainer:
                     log.flush()  # type: ignore[union-attr]
                     logger.debug("iter %d loss %.4f lr %.2e %.1f img/s", self.iteration, values["loss"], lr,
                                  record["images_per_s"])
-                if cfg.run.save_every and self.iteration % cfg.run.save_every == 0 \
-                        and self.iteration < cfg.optim.iters:
+                periodic = bool(cfg.run.save_every) and self.iteration % cfg.run.save_every == 0
+                if periodic and self.iteration < cfg.optim.iters:
                     if log is not None:
                         log.flush()
                     self.save_checkpoint(self.iteration)
                 if stop_after is not None and self.iteration >= stop_after:
                     break
                 if pause_after is not None and self.iteration >= pause_after:
-                    if not (cfg.run.save_every and self.iteration % cfg.run.save_every == 0):
+                    if not periodic:  # pause_after < iters: a periodic checkpoint here was just written
                         self.save_checkpoint(self.iteration)
                     logger.info("paused after iteration %d / %d; continue with --resume", self.iteration,
                                 cfg.optim.iters)

@@ -486,18 +486,23 @@ def _study_commands(study: Dict[str, Any]) -> List[str]:
     return [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in study.get("invocations", [])]
 
 
-def _init_label(result: Dict[str, Any]) -> str:
-    """How strong the init row's checkpoint is: its training method and iterations, e.g. ``(the init: pretrain,
-    dlib teacher, 3,000 / 6,000 iterations)``; the bare ``(the init)`` where the record does not say."""
+def _init_strength(result: Dict[str, Any]) -> Optional[str]:
+    """How strong an init row's checkpoint is: its training method and iterations, e.g. ``pretrain, dlib
+    teacher, 3,000 / 6,000 iterations``; None where the record does not say."""
     train = result.get("train", {})
     cfg = train.get("config") or {}
     done = train.get("iterations", train.get("iters"))  # an --init checkpoint / a run of the study itself
     total = (cfg.get("optim") or {}).get("iters", train.get("iters"))
     if done is None or total is None:
-        return "(the init)"
+        return None
     teacher = (cfg.get("teacher") or {}).get("name")
     parts = [cfg.get("method", result.get("method", "?"))] + ([f"{teacher} teacher"] if teacher else [])
-    return f"(the init: {', '.join(parts)}, {done:,} / {total:,} iterations)"
+    return f"{', '.join(parts)}, {done:,} / {total:,} iterations"
+
+
+def _init_label(result: Dict[str, Any]) -> str:
+    strength = _init_strength(result)
+    return f"(the init: {strength})" if strength else "(the init)"
 
 
 def render_ablations(ablations_dir: Path) -> List[str]:
@@ -639,8 +644,10 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
               "| run | table | seconds | command |", "|---|---|---:|---|"]
     for name, rec in sorted(results.items()):
         tr = rec.get("train", {})
+        strength = _init_strength(rec)
         command = f"`{tr['command']}`" if "command" in tr else \
-            f"trained outside the study: `--init {tr.get('checkpoint', '?')}`, {_init_label(rec)[1:-1]}"
+            f"trained outside the study: `--init {tr.get('checkpoint', '?')}`" + \
+            (f", the init: {strength}" if strength else "")
         lines.append(f"| {name} | {','.join(rec.get('table', []))} | {tr.get('seconds', '-')} | {command} |")
     lines += ["", "Per-run evaluation reports (JSON with every number, model sha256, dataset fingerprint, markdown, "
               "ROC PNG) are in `" + str(runs_dir) + "/runs/<run>/eval/`.", ""]
