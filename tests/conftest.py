@@ -68,3 +68,26 @@ def orl_dir() -> Path:
 @pytest.fixture(scope="session")
 def masks_dir() -> Path:
     return _shared_subdir("masks")
+
+
+@pytest.fixture(scope="session")
+def pretrained_mobilefacenet() -> Path:
+    """The fetched ``mobilefacenet-ms1m`` weights (set-up step ``python -m hsst.pretrained fetch``)."""
+    from hsst.core.errors import ModelError
+    from hsst.pretrained import pretrained_path
+
+    try:
+        return pretrained_path("mobilefacenet-ms1m")
+    except ModelError as exc:
+        pytest.skip(f"pretrained weights not fetched: {exc}")
+
+
+@pytest.fixture
+def lfw_tree(tmp_path: Path, lfw_dir: Path) -> Path:
+    """Six LFW identities with >= 4 photos each, linked (not copied) into a temporary identity-folder tree."""
+    root = tmp_path / "lfw6"
+    root.mkdir()
+    picked = [d for d in sorted(lfw_dir.iterdir()) if d.is_dir() and len(list(d.glob("*.jpg"))) >= 4][:6]
+    for folder in picked:
+        (root / folder.name).symlink_to(folder, target_is_directory=True)
+    return root

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hsst.core.errors import ConfigError
+from hsst.pretrained import PRETRAINED, is_pretrained_name
 
-METHODS = ("hsst", "plain", "pretrain")
+METHODS = ("hsst", "plain", "pretrain", "distill")
 LOSSES = ("softmax", "am-softmax", "arc-softmax", "triplet")
-BACKBONES = ("mobilefacenet", "resnet50")
-TEACHERS = ("dlib",)
+BACKBONES = ("mobilefacenet", "mobilefacenet_tf", "resnet50")
+TEACHERS = ("dlib",) + tuple(sorted(PRETRAINED))
 COLORS = ("gray", "rgb", "bgr")
 CONFIG_NAME = "config.json"
 CONFIG_VERSION = 1
@@ -87,7 +88,9 @@ class ModelConfig:
         input_size: aligned crop side; a multiple of 16 (the paper aligns to 144, 112 is the common size).
         embedding_dim: embedding length (paper: 512).
         color: input colour mode of the network (``gray``: 1 channel, NIR cameras; ``rgb``/``bgr``: 3).
-        init: probe checkpoint or foreign state dict to start from (e.g. a ``pretrain`` run's output).
+        init: probe checkpoint or foreign state dict to start from (e.g. a ``pretrain`` run's output), or the
+            name of pretrained weights from :mod:`hsst.pretrained` (``mobilefacenet-ms1m``: its backbone and
+            embedding size are then taken unless set otherwise).
     """
 
     backbone: str = "mobilefacenet"
@@ -101,6 +104,8 @@ class ModelConfig:
         return 1 if self.color == "gray" else 3
 
     def validate(self) -> None:
+        if is_pretrained_name(self.init):
+            self._adopt_pretrained()
         if self.backbone not in BACKBONES:
             raise ConfigError(f"unknown --backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.input_size <= 0 or self.input_size % 16:
@@ -110,6 +115,16 @@ class ModelConfig:
             raise ConfigError(f"embedding_dim must be positive, got {self.embedding_dim}")
         if self.color not in COLORS:
             raise ConfigError(f"unknown --color {self.color!r}; choose one of {', '.join(COLORS)}")
+
+
+    def _adopt_pretrained(self) -> None:
+        """``--init <pretrained name>`` sets the network it loads into; a contradicting explicit choice is an error."""
+        spec = PRETRAINED[self.init]
+        if (self.backbone, self.embedding_dim) == ("mobilefacenet", 512):  # the defaults: not chosen by the user
+            self.backbone, self.embedding_dim = spec.arch, spec.embedding_dim
+        if self.backbone != spec.arch:
+            raise ConfigError(f"--init {self.init} loads into --backbone {spec.arch}, not {self.backbone}; drop "
+                              "--backbone or pass that one")
 
 
 @dataclass
@@ -218,10 +233,12 @@ class LossConfig:
 
 @dataclass
 class TeacherConfig:
-    """Embedding distillation for ``--method pretrain --teacher dlib``.
+    """Embedding distillation: ``--method pretrain --teacher dlib`` or ``--method distill``.
 
     Attributes:
-        name: teacher (``dlib``: dlib's 128-d ResNet descriptor) or None for classification pretraining.
+        name: teacher: ``dlib`` (dlib's 128-d ResNet descriptor, VIS pretraining) or pretrained weights such as
+            ``mobilefacenet-ms1m`` (``--method distill``: the frozen network's embedding of the clean VIS crop
+            is the target of both the NIR and the VIS view); None for classification pretraining.
         cache: npz file of teacher descriptors (keyed by image path, size, mtime and crop); None: the
             default ``$HSST_CACHE`` or ``~/.cache/hsst``.
         mse_weight: weight of an MSE term between the normalised projection and descriptor (0 = cosine only).
@@ -327,11 +344,11 @@ class TrainConfig:
         self.loss.validate()
         self.teacher.validate()
         self.run.validate()
-        if self.model.init is not None and not self.run.resume and not Path(self.model.init).is_file():
-            raise ConfigError(f"--init checkpoint not found: {self.model.init}")
-        if self.teacher.name is not None and self.method != "pretrain":
-            raise ConfigError(f"--teacher {self.teacher.name} distils a VIS model and only works with "
-                              f"--method pretrain (got --method {self.method})")
+        if (self.model.init is not None and not self.run.resume and not is_pretrained_name(self.model.init)
+                and not Path(self.model.init).is_file()):
+            raise ConfigError(f"--init checkpoint not found: {self.model.init} (give a file or pretrained weights: "
+                              f"{', '.join(sorted(PRETRAINED))})")
+        self._validate_teacher()
         if self.method == "pretrain" and self.data.casia:
             raise ConfigError("--method pretrain trains on VIS identity folders (--data DIR); CASIA NIR-VIS 2.0 "
                               "is for hsst/plain fine-tuning")
@@ -342,6 +359,20 @@ class TrainConfig:
             raise ConfigError("--scale / --margin set a classification or triplet loss; distillation with --teacher "
                               "uses 1 - cosine (and --teacher-mse), so they would have no effect")
         return self
+
+    def _validate_teacher(self) -> None:
+        name = self.teacher.name
+        if self.method == "distill":
+            if name is None and is_pretrained_name(self.model.init):
+                self.teacher.name = name = self.model.init
+            if name not in PRETRAINED:
+                raise ConfigError("--method distill pulls the student to a frozen pretrained network: pass --init "
+                                  f"or --teacher with one of {', '.join(sorted(PRETRAINED))} (got teacher {name!r})")
+        elif name is not None and self.method != "pretrain":
+            raise ConfigError(f"--teacher {name} is for --method pretrain (dlib) or --method distill (pretrained "
+                              f"weights), not --method {self.method}")
+        elif self.method == "pretrain" and name is not None and name != "dlib":
+            raise ConfigError(f"--method pretrain distils from --teacher dlib; {name} is for --method distill")
 
     @property
     def out_dir(self) -> Path:

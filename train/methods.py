@@ -48,6 +48,8 @@ def method_key(config: TrainConfig) -> str:
         return "hsst"
     if config.method == "plain":
         return "plain-triplet" if config.loss.name == "triplet" else "plain"
+    if config.method == "distill":
+        return "distill"
     return "pretrain-distill" if config.teacher.name else "pretrain"
 
 
@@ -394,6 +396,39 @@ class DistillMethod(TrainingMethod):
         with self.ctx.autocast():
             emb, loss = self.net(images, target)
         return loss, {}
+
+
+@register_method("distill")
+class CrossModalDistillMethod(DistillMethod):
+    """Label-free cross-modal distillation from a frozen pretrained network (``--method distill``).
+
+    Every training image is seen as VIS and through the NIR transform (e.g. masked simulated NIR); the loss
+    pulls the student's embedding of either view towards the frozen teacher's embedding of the clean VIS crop
+    (``1 - cos``). No identity labels, no head: the student stays in the teacher's embedding space, so it keeps
+    what the teacher knows of VIS faces while learning to map NIR and masked faces onto it. Targets are only
+    normalised (not centred): a network trained for recognition has no dominant shared component.
+    """
+
+    def __init__(self, config: TrainConfig, probe: nn.Module, ctx: MethodContext) -> None:
+        TrainingMethod.__init__(self, config, probe, ctx)
+        self.loss_fn = None  # type: ignore[assignment]
+        self.targets = None
+        self.mse_weight = config.teacher.mse_weight
+
+    def set_targets(self, targets: torch.Tensor) -> None:
+        """``(num_items, embedding_dim)`` teacher embeddings of the clean VIS crops (row i: item i)."""
+        self.targets = F.normalize(targets.float(), dim=1).to(self.ctx.device)
+
+    def forward_loss(self, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        images, _labels, item_index = batch
+        if self.targets is None:
+            raise RuntimeError("CrossModalDistillMethod.set_targets was not called")
+        with self.ctx.autocast():
+            emb = self.net(images)
+        loss = distillation_loss(emb, self.targets[item_index], self.mse_weight)
+        with torch.no_grad():
+            cos = 1.0 - distillation_loss(emb.detach(), self.targets[item_index])
+        return loss, {"cosine": cos}
 
 
 def method_names() -> List[str]:

@@ -1,4 +1,5 @@
-"""Distillation teachers for VIS pretraining, and their on-disk descriptor cache.
+"""Distillation teachers (dlib for VIS pretraining, pretrained networks for ``--method distill``) and their
+on-disk descriptor cache.
 
 dlib's 128-d ResNet face descriptor (``dlib_face_recognition_resnet_model_v1.dat``, CC0, with the 5-point
 shape predictor) ships in the PyPI package ``face-recognition-models``; dlib itself comes from the prebuilt
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from hsst.core.errors import ConfigError, DatasetError
 from hsst.core.image import to_bgr
+from hsst.core.metadata import Preprocess
+from hsst.core.preprocess import to_input
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +89,43 @@ class DlibTeacher:
         return np.asarray(self.recognizer.compute_face_descriptor(chip), dtype=np.float32)
 
 
-TEACHERS: Dict[str, Callable[[], DlibTeacher]] = {"dlib": DlibTeacher}
+class PretrainedTeacher:
+    """A frozen pretrained network (:mod:`hsst.pretrained`) on the colour crop, as the file was trained.
+
+    The teacher sees the clean VIS crop in RGB (a gray crop is repeated on three channels), so the targets
+    carry everything the network knows; the student, gray or not, learns to reach them from its own view.
+    """
+
+    def __init__(self, name: str) -> None:
+        import torch
+
+        from hsst.pretrained import weights
+        from hsst.train.models.pretrained import create_pretrained
+
+        spec = weights(name)
+        self._torch = torch
+        self.name = name
+        self.dim = spec.embedding_dim
+        self.version = f"{name}-{spec.sha256[:16]}-rgb"
+        self.net = create_pretrained(name, in_chans=3)
+        self.preprocess = Preprocess.for_size(112, color="rgb")
+
+    def describe(self, crop: np.ndarray) -> np.ndarray:
+        """Embedding (float32, not normalised) of a face crop (gray or BGR uint8)."""
+        x = to_input([crop], self.preprocess)
+        with self._torch.no_grad():
+            return self.net(self._torch.from_numpy(x)).numpy()[0].astype(np.float32)
 
 
-def create_teacher(name: str) -> DlibTeacher:
-    if name not in TEACHERS:
-        raise ConfigError(f"unknown teacher {name!r}; choose one of {sorted(TEACHERS)}")
-    return TEACHERS[name]()
+def create_teacher(name: str):
+    """The teacher named ``name``: ``dlib`` or pretrained weights (see :data:`hsst.pretrained.PRETRAINED`)."""
+    from hsst.pretrained import is_pretrained_name
+
+    if name == "dlib":
+        return DlibTeacher()
+    if is_pretrained_name(name):
+        return PretrainedTeacher(name)
+    raise ConfigError(f"unknown teacher {name!r}; choose dlib or pretrained weights")
 
 
 def default_cache_dir() -> Path:

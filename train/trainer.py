@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hsst.core.errors import ConfigError, DatasetError, ModelError
 from hsst.core.metadata import Preprocess
+from hsst.pretrained import is_pretrained_name
 from hsst.train.checkpointing import (PROBE_NAME, RESUME_NAME, capture_rng_state, load_train_state,
                                       restore_rng_state, save_train_state)
 from hsst.train.config import CONFIG_NAME, TrainConfig
@@ -267,6 +268,12 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _load_init(self, path: str) -> None:
+        if is_pretrained_name(path):
+            from hsst.train.models.pretrained import pretrained_state_dict
+
+            self.probe.load_state_dict(pretrained_state_dict(path, self.probe), strict=True)
+            logger.info("--init %s: pretrained weights loaded into %s", path, self.config.model.backbone)
+            return
         report = load_foreign_state_dict(self.probe, path)
         if not report.loaded:
             raise ModelError(f"--init {path}: no tensor matched {self.config.model.backbone} "

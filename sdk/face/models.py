@@ -13,7 +13,6 @@ into a folder named by ``$HSST_MODEL_DIR`` or passed as ``model_dir``; that fold
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as metadata
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from hsst.core.errors import ConfigError, ModelError
+from hsst.core.files import file_sha256 as _sha256
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +86,6 @@ def _spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def package_file(name: str) -> Path:
     """Path of a model's source file inside its installed distribution.
 
@@ -138,10 +130,13 @@ def _convert_tflite(src: Path, dst: Path) -> None:
         converter_log.setLevel(level)
 
 
-def _cached_onnx(spec: ModelSpec, src: Path) -> Path:
-    """Convert ``src`` once; the cache entry's name carries the source hash, a sidecar the output hash."""
+def convert_once(name: str, src: Path) -> Path:
+    """Convert the .tflite ``src`` to ONNX once into the cache, as ``<name>-<source hash>.onnx``.
+
+    A sidecar holds the output's hash, checked on every call (a damaged cache entry is converted again).
+    """
     key = _sha256(src)[:16]
-    dst = cache_dir() / f"{spec.name}-{key}.onnx"
+    dst = cache_dir() / f"{name}-{key}.onnx"
     check = dst.with_suffix(".sha256")
     if dst.is_file() and check.is_file() and check.read_text().strip() == _sha256(dst):
         return dst
@@ -176,7 +171,7 @@ def model_path(name: str, model_dir: Optional[Union[str, Path]] = None) -> Path:
             raise ModelError(f"{candidate} not found; create the folder with "
                              f"hsst.face.models.export_face_models({str(folder)!r})")
     src = package_file(name)
-    return _cached_onnx(spec, src) if spec.needs_conversion else src
+    return convert_once(spec.name, src) if spec.needs_conversion else src
 
 
 def export_face_models(out_dir: Union[str, Path], names: Sequence[str] = DETECTOR_MODELS) -> List[Path]:

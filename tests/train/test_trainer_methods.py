@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsst.core.errors import ModelError
+from hsst.core.errors import ConfigError, ModelError
 from hsst.train.checkpointing import RESUME_NAME, load_train_state
 from hsst.train.config import TrainConfig
 from hsst.train.logging_utils import read_jsonl
@@ -125,3 +125,63 @@ def test_cuda_mixed_precision_hsst(orl_dir, tmp_path):
     assert np.isfinite(result.final_loss)
     state = load_train_state(result.resume_checkpoint)
     assert state["scaler"] is not None and state["scaler"]["scale"] > 0
+
+
+def _from_pretrained(lfw_tree, out, method, **sections) -> TrainConfig:
+    d = {"method": method,
+         "data": {"data": str(lfw_tree), "nir_transform": "nir-sim+mask", "min_images": 2},
+         "model": {"init": "mobilefacenet-ms1m"},
+         "optim": {"iters": 8, "batch_size": 8, "lr": 0.001, "milestones": []},
+         "teacher": {"cache": str(out / "teacher.npz")},
+         "run": {"out": str(out), "device": "cpu", "save_every": 0, "progress": False, "threads": 2}}
+    for name, values in sections.items():
+        d.setdefault(name, {}).update(values)
+    return TrainConfig.from_dict(d)
+
+
+def test_distill_from_the_pretrained_import_lowers_its_loss(pretrained_mobilefacenet, lfw_tree, tmp_path):
+    config = _from_pretrained(lfw_tree, tmp_path, "distill")
+    result = train(config)
+    assert result.method == "distill" and config.teacher.name == "mobilefacenet-ms1m"
+    log = read_jsonl(result.log_path)
+    losses = [r["loss"] for r in log]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert all(0 < r["cosine"] <= 1 for r in log)
+    model, meta = load_probe_checkpoint(result.probe_checkpoint)
+    assert meta.arch == "mobilefacenet_tf" and model.embedding_dim == 192 and meta.preprocess.color == "gray"
+
+
+def test_hsst_accepts_the_pretrained_weights_by_name(pretrained_mobilefacenet, lfw_tree, tmp_path):
+    config = _from_pretrained(lfw_tree, tmp_path, "hsst", optim={"iters": 2, "batch_size": 4},
+                              hsst={"queue_size": 8})
+    trainer = Trainer(config)
+    try:
+        trainer.setup()
+        from hsst.train.models.pretrained import create_pretrained
+
+        reference = create_pretrained("mobilefacenet-ms1m").state_dict()
+        assert all(torch.equal(v, reference[k]) for k, v in trainer.method.gallery.state_dict().items())
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    assert result.iterations == 2
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"model": {"backbone": "resnet50", "init": "mobilefacenet-ms1m"}}, "loads into --backbone mobilefacenet_tf"),
+    ({"method": "distill", "model": {"init": None}}, "--method distill pulls the student"),
+    ({"method": "pretrain", "teacher": {"name": "mobilefacenet-ms1m"}}, "is for --method distill"),
+    ({"method": "plain", "teacher": {"name": "mobilefacenet-ms1m"}}, "not --method plain"),
+])
+def test_pretrained_init_and_teacher_combinations_are_checked(tmp_path, changes, match):
+    d = {"method": changes.get("method", "hsst"), "data": {"data": str(tmp_path)},
+         "model": {"init": "mobilefacenet-ms1m", **changes.get("model", {})},
+         "teacher": changes.get("teacher", {}), "run": {"out": str(tmp_path / "run")}}
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict(d).validate()
+
+
+def test_pretrained_init_sets_backbone_and_embedding_size(tmp_path):
+    config = TrainConfig.from_dict({"method": "hsst", "data": {"data": str(tmp_path)},
+                                    "model": {"init": "mobilefacenet-ms1m"}}).validate()
+    assert (config.model.backbone, config.model.embedding_dim) == ("mobilefacenet_tf", 192)

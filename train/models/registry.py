@@ -63,14 +63,14 @@ def resolve_backbone_name(name: str) -> str:
     return key
 
 
-def create_backbone(name: str, input_size: int = 112, embedding_dim: int = 512, in_chans: int = 1,
+def create_backbone(name: str, input_size: int = 112, embedding_dim: Optional[int] = None, in_chans: int = 1,
                     **kwargs) -> nn.Module:
     """Build a registered backbone.
 
     Args:
         name: registry name or alias (``mobilefacenet``, ``resnet50`` / ``iresnet50``).
         input_size: side of the square aligned crop (multiple of 16: 112, 144...).
-        embedding_dim: embedding length.
+        embedding_dim: embedding length (None: the backbone's own default, 512; 192 for ``mobilefacenet_tf``).
         in_chans: 1 for gray / NIR input, 3 for RGB.
         **kwargs: backbone-specific options (e.g. ``dropout`` for ``resnet50``).
 
@@ -81,9 +81,11 @@ def create_backbone(name: str, input_size: int = 112, embedding_dim: int = 512, 
         ConfigError: unknown name, invalid size/channels or an option the backbone does not take.
     """
     key = resolve_backbone_name(name)
-    check_backbone_args(input_size, embedding_dim, in_chans)
     fn = _BACKBONES[key]
     params = inspect.signature(fn).parameters
+    if embedding_dim is None:
+        embedding_dim = params["embedding_dim"].default
+    check_backbone_args(input_size, embedding_dim, in_chans)
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
