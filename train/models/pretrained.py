@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from hsst.core.errors import HsstError, ModelError
-from hsst.pretrained import PRETRAINED, pretrained_path, read_tflite_layers, weights
+from hsst.pretrained import PRETRAINED, TfliteLayer, pretrained_path, read_tflite_layers, weights
 from hsst.train.models.base import unwrap_model
 from hsst.train.models.checkpoint import meta_for, save_probe_checkpoint
 from hsst.train.models.registry import create_backbone
@@ -29,6 +30,21 @@ logger = logging.getLogger(__name__)
 def _weighted_modules(model: nn.Module) -> List[nn.Module]:
     """Convolutions and PReLUs in the order ``forward`` runs them (module definition order here)."""
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.PReLU))]
+
+
+def merge_linear_tail(layers: List[TfliteLayer]) -> List[TfliteLayer]:
+    """Multiply out the graph's last two 1x1 convolutions (no activation between: one linear map).
+
+    ``W2 (W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2)``, computed in float64 so the product is exact to float32.
+    """
+    *head, first, second = layers
+    if not (first.kind == second.kind == "conv" and first.weight.shape[2:] == second.weight.shape[2:] == (1, 1)):
+        return layers
+    w1, w2 = first.weight[:, :, 0, 0].astype(np.float64), second.weight[:, :, 0, 0].astype(np.float64)
+    b1 = first.bias.astype(np.float64) if first.bias is not None else np.zeros(w1.shape[0])
+    b2 = second.bias.astype(np.float64) if second.bias is not None else np.zeros(w2.shape[0])
+    weight = (w2 @ w1).astype(np.float32)[:, :, None, None]
+    return head + [TfliteLayer("conv", weight, (w2 @ b1 + b2).astype(np.float32), 1, second.same_padding)]
 
 
 def pretrained_state_dict(name: str, model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -46,7 +62,7 @@ def pretrained_state_dict(name: str, model: nn.Module) -> Dict[str, torch.Tensor
     if getattr(model, "arch", "") != spec.arch:
         raise ModelError(f"pretrained weights {name!r} load into the {spec.arch!r} backbone, not "
                          f"{getattr(model, 'arch', type(model).__name__)!r}; use --backbone {spec.arch}")
-    layers = read_tflite_layers(pretrained_path(name))
+    layers = merge_linear_tail(read_tflite_layers(pretrained_path(name)))
     modules = _weighted_modules(model)
     if len(layers) != len(modules):
         raise ModelError(f"{name}: the file has {len(layers)} weighted layers, {spec.arch} has {len(modules)}")

@@ -35,6 +35,7 @@ def test_layout_shapes_and_tf_same_padding():
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 192)
     assert model.stem.conv[0].padding == (0, 1, 0, 1)  # TensorFlow SAME, stride 2: pad after only
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())  # folded
+    assert sum(p.numel() for p in model.parameters()) < 1_040_000  # the two linear tail layers are one
     assert create_backbone("mobilefacenet_tf", input_size=144).gdc.kernel_size == (9, 9)
 
 
