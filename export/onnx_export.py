@@ -176,7 +176,7 @@ def inline_initializer_identities(model: onnx.ModelProto) -> int:
     return len(alias)
 
 
-def decompose_prelu(model: onnx.ModelProto) -> int:
+def decompose_prelu(model: onnx.ModelProto, max_slope: Optional[float] = None) -> int:
     """Rewrite per-channel ``PRelu(x)`` as ``DWConv1x1(Relu(x), 1 - a) + DWConv1x1(x, a)``, in place (exact).
 
     onnxruntime's CPU PRelu is a slow broadcast kernel outside its blocked (NCHWc) convolution layout, so every
@@ -184,8 +184,14 @@ def decompose_prelu(model: onnx.ModelProto) -> int:
     convolutions, Relu and Add stay in the blocked layout, and all of them have integer kernels, so the INT8
     model becomes integer end to end. For onnxruntime on CPU only: TensorRT and the DLA run PRelu natively.
 
+    Args:
+        model: the graph, changed in place.
+        max_slope: leave PRelus with a slope beyond +-max_slope (None: rewrite all). For INT8 use 1: with
+            ``|a| > 1`` both branches are larger than the result and cancel, which int8 cannot represent (the MS1M
+            MobileFaceNet has slopes up to 9; its mean INT8 cosine to FP32 was 0.0 decomposed, 0.95 not).
+
     Returns:
-        How many PRelu nodes were rewritten (those with a constant (C, 1, 1) or (C,) slope within [-1, 1]).
+        How many PRelu nodes were rewritten (those with a constant (C, 1, 1) or (C,) slope).
     """
     graph = model.graph
     inits = _initializers(graph)
@@ -196,9 +202,8 @@ def decompose_prelu(model: onnx.ModelProto) -> int:
             new_nodes.append(node)
             continue
         a = numpy_helper.to_array(slope).astype(np.float32)
-        if a.ndim not in (1, 3) or a.shape[1:] not in ((), (1, 1)) or a.shape[0] < 2 or np.abs(a).max() > 1.0:
-            # |a| > 1: both branches grow larger than the result and cancel, which INT8 cannot represent
-            # (the MS1M MobileFaceNet has slopes up to 9: mean cosine to FP32 fell to 0.0 decomposed, 0.95 not)
+        steep = max_slope is not None and float(np.abs(a).max()) > max_slope
+        if a.ndim not in (1, 3) or a.shape[1:] not in ((), (1, 1)) or a.shape[0] < 2 or steep:
             new_nodes.append(node)
             continue
         c = a.shape[0]

@@ -127,7 +127,7 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], faces
             from hsst.export.onnx_export import decompose_prelu
 
             proto = onnx.load(str(fp32_path))
-            if decompose_prelu(proto):
+            if decompose_prelu(proto, max_slope=1.0):
                 source = Path(tmp) / "cpu.onnx"
                 onnx.save(proto, str(source))
         pre = Path(tmp) / "pre.onnx"
