@@ -4,6 +4,7 @@ One command::
 
     python bench/bench_embed.py                      # untrained stand-in MobileFaceNet, LFW faces from $HSST_SHARED
     python bench/bench_embed.py --weights probe.pt --data faces/ --seconds 5 --json out.json
+    python bench/bench_embed.py --onnx old.onnx --onnx new.onnx --data faces/   # files as they ship, vs the first
 
 Measured in the same run: the CPU's float32 peak (a large numpy matmul), torch eager (the baseline), onnxruntime
 FP32 for a plain export and for the optimised export (Gemm+BN folded, onnxslim, PRelu rewritten for onnxruntime's
@@ -94,6 +95,37 @@ def throughput(fn: Callable[[np.ndarray], object], x: np.ndarray, seconds: float
             return n / elapsed, n / max(time.process_time() - c0, 1e-9)
 
 
+def compare_files(args: argparse.Namespace) -> int:
+    """Per-face time of ONNX files as they ship (each with its own sidecar's preprocessing), in one run."""
+    from hsst.core.metadata import ModelMeta, sidecar_path
+    from hsst.export.calibration import FaceImageFolder
+    from hsst.export.parity import onnx_session
+
+    data = args.data or SHARED / "datasets" / "lfw"
+    rows = []
+    for path in args.onnx:
+        meta = ModelMeta.load(sidecar_path(path))
+        x = FaceImageFolder(data, meta.preprocess, limit=32).tensor()
+        static = int(meta.extra.get("batch", {}).get("size", 1)) if not meta.extra.get("batch", {}).get("dynamic") else 0
+        for threads in args.threads:
+            sess = onnx_session(path, threads=threads)
+            name = sess.get_inputs()[0].name
+            batch = x[:static] if static else x[:1]
+            fps, cpu_fps = throughput(lambda b: sess.run(None, {name: b}), batch, args.seconds)
+            rows.append({"model": str(path), "threads": threads, "ms_per_face": 1000.0 / fps,
+                         "cpu_ms_per_face": 1000.0 / cpu_fps, "bytes": path.stat().st_size})
+    print(f"CPU: {os.cpu_count()} cores, load average {load_average()}; batch 1 (or the file's static batch)")
+    print(f"{'model':60s} {'thr':>3s} {'ms/face':>8s} {'CPU ms/face':>11s} {'x first':>8s} {'MB':>5s}")
+    for row in rows:
+        base = next(r for r in rows if r["threads"] == row["threads"])
+        print(f"{row['model'][-60:]:60s} {row['threads']:3d} {row['ms_per_face']:8.2f} {row['cpu_ms_per_face']:11.2f} "
+              f"{base['cpu_ms_per_face'] / row['cpu_ms_per_face']:8.2f} {row['bytes'] / 1e6:5.2f}")
+    print("(x first: speed relative to the first file at the same thread count, per CPU second)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=None, help="probe-net checkpoint (default: untrained stand-in)")
@@ -103,7 +135,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         default=sorted({1, os.cpu_count() or 1}), help="intra-op thread counts to measure, e.g. 1,2")
     parser.add_argument("--calib", type=int, default=128, help="calibration faces for INT8")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--onnx", type=Path, action="append", default=[],
+                        help="measure these ONNX files as they are (repeat; ratios against the first), then stop")
     args = parser.parse_args(argv)
+    if args.onnx:
+        return compare_files(args)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("root").setLevel(logging.ERROR)
 

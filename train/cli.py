@@ -39,7 +39,7 @@ OPTION_FIELDS: Dict[str, Tuple[str, str]] = {
     "milestones": ("optim", "milestones"), "momentum": ("optim", "momentum"),
     "weight_decay": ("optim", "weight_decay"),
     "queue_size": ("hsst", "queue_size"), "ema": ("hsst", "ema"), "prefill": ("hsst", "prefill"),
-    "calibrate_bn": ("hsst", "calibrate_bn"),
+    "calibrate_bn": ("hsst", "calibrate_bn"), "teacher_weight": ("hsst", "teacher_weight"),
     "loss": ("loss", "name"), "scale": ("loss", "scale"), "margin": ("loss", "margin"),
     "teacher": ("teacher", "name"), "teacher_cache": ("teacher", "cache"), "teacher_mse": ("teacher", "mse_weight"),
     "out": ("run", "out"), "resume": ("run", "resume"), "overwrite": ("run", "overwrite"),
@@ -105,6 +105,8 @@ def build_config(options: Dict[str, Any], base: Optional[Dict[str, Any]] = None)
 @click.option("--prefill/--no-prefill", default=None, help="Fill the queues before step 1 (HSST).  [default: on]")
 @click.option("--calibrate-bn/--no-calibrate-bn", default=None, help="Re-estimate BatchNorm statistics on the "
               "warm-up batches before the gallery-net fills the queues (HSST).  [default: on]")
+@click.option("--teacher-weight", type=float, help="HSST: weight of a term pulling both probe embeddings to the "
+              "frozen init's embedding of the VIS image (keeps a pretrained init from forgetting).  [default: 0]")
 @click.option("--scale", type=float, help="Softmax-family scale s.  [default: 30]")
 @click.option("--margin", type=float, help="AM / Arc / triplet margin.  [default: per loss]")
 @click.option("--init", type=click.Path(dir_okay=False), help="Probe checkpoint or foreign state dict to start from.")

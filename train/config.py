@@ -184,18 +184,24 @@ class HsstConfig:
             already see ``queue_size`` negatives (the warm-up batches are drawn from the sampler, no gradient).
         calibrate_bn: re-estimate the BatchNorm running statistics on the warm-up batches before the queues
             are filled (the gallery-net runs in eval mode on these statistics; vital from random weights).
+        teacher_weight: weight of a teacher term added to the HSST loss: the probe's embeddings of both images
+            are pulled (``1 - cos``) to a frozen copy of the initial network's embedding of the VIS image, so a
+            strong pretrained init is not forgotten (0: the paper's HSST).
     """
 
     queue_size: int = 128
     ema: float = 0.999
     prefill: bool = True
     calibrate_bn: bool = True
+    teacher_weight: float = 0.0
 
     def validate(self) -> None:
         if self.queue_size < 1:
             raise ConfigError(f"--queue-size must be >= 1, got {self.queue_size}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be in [0, 1) (paper: 0.999), got {self.ema}")
+        if self.teacher_weight < 0:
+            raise ConfigError(f"--teacher-weight must be >= 0 (0: plain HSST), got {self.teacher_weight}")
 
 
 @dataclass
@@ -393,6 +399,8 @@ class TrainConfig:
             args += ["--teacher", self.teacher.name]
         if self.method == "hsst":
             args += ["--queue-size", self.hsst.queue_size, "--ema", self.hsst.ema]
+            if self.hsst.teacher_weight:
+                args += ["--teacher-weight", self.hsst.teacher_weight]
         if d.min_images is not None:
             args += ["--min-images", d.min_images]
         return shlex.join(str(a) for a in args)

@@ -178,6 +178,10 @@ class HsstMethod(TrainingMethod):
     step; drawn from the sampler, so a resumed run never repeats them) first re-estimate the BatchNorm running
     statistics of probe- and gallery-net (``hsst.calibrate_bn``, see :meth:`_calibrate_bn`) and then fill both
     queues with gallery features.
+
+    With ``hsst.teacher_weight`` w > 0, a frozen copy of the initial network (the teacher) embeds the VIS image
+    and ``w * [(1 - cos(probe(I_N), t)) + (1 - cos(probe(I_V), t))]`` is added: from a strong pretrained init,
+    the prototypes alone let the network drift from what it knew of VIS faces; the teacher term holds it there.
     """
 
     data_kind = "pairs"
@@ -190,6 +194,9 @@ class HsstMethod(TrainingMethod):
         self.extra["gallery"] = make_gallery_net(probe)
         self.extra["nir_queue"] = PrototypeQueue(config.hsst.queue_size, dim)
         self.extra["vis_queue"] = PrototypeQueue(config.hsst.queue_size, dim)
+        self.teacher_weight = config.hsst.teacher_weight
+        if self.teacher_weight:
+            self.extra["teacher"] = make_gallery_net(probe)  # frozen copy of the init, never updated
         self._pending: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
 
     @property
@@ -267,7 +274,14 @@ class HsstMethod(TrainingMethod):
         loss_vn = self.loss_fn(p_vis, g_nir, self.nir_queue.features(), self.nir_queue.negative_mask(labels))
         self._pending = (g_nir, g_vis, labels)
         total = loss_nv + loss_vn
-        return total, {"loss_nir_vis": loss_nv.detach(), "loss_vis_nir": loss_vn.detach()}
+        parts = {"loss_nir_vis": loss_nv.detach(), "loss_vis_nir": loss_vn.detach()}
+        if self.teacher_weight:
+            with torch.no_grad(), self.ctx.autocast():
+                target = self.extra["teacher"](vis).float()
+            teacher = distillation_loss(p_nir, target) + distillation_loss(p_vis, target)
+            total = total + self.teacher_weight * teacher
+            parts["loss_teacher"] = teacher.detach()
+        return total, parts
 
     def after_step(self) -> None:
         super().after_step()

@@ -185,3 +185,17 @@ def test_pretrained_init_sets_backbone_and_embedding_size(tmp_path):
     config = TrainConfig.from_dict({"method": "hsst", "data": {"data": str(tmp_path)},
                                     "model": {"init": "mobilefacenet-ms1m"}}).validate()
     assert (config.model.backbone, config.model.embedding_dim) == ("mobilefacenet_tf", 192)
+
+
+def test_hsst_teacher_term_holds_a_frozen_copy_of_the_init(pretrained_mobilefacenet, lfw_tree, tmp_path):
+    config = _from_pretrained(lfw_tree, tmp_path, "hsst", optim={"iters": 2, "batch_size": 4},
+                              hsst={"queue_size": 8, "teacher_weight": 1.0})
+    result = train(config)
+    log = read_jsonl(result.log_path)
+    assert all(0 <= r["loss_teacher"] < 4 for r in log)
+    state = load_train_state(result.resume_checkpoint)["method"]
+    from hsst.train.models.pretrained import create_pretrained
+
+    reference = create_pretrained("mobilefacenet-ms1m").state_dict()
+    assert all(torch.equal(state[f"teacher.{k}"], v) for k, v in reference.items())  # never updated
+    assert "--teacher-weight 1.0" in config.command_line()
