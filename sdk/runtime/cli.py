@@ -57,7 +57,7 @@ def _pipeline(config_path: str, overrides: dict):
         raise click.ClickException(str(exc)) from None
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="Device configuration, e.g. firmware_configs/laptop-cpu.yaml.")
 @click.option("--source", default=None, help="Override source.uri: 0, v4l2:///dev/video0, csi://0, rtsp://..., "
@@ -90,7 +90,7 @@ def gate(config_path: str, source: Optional[str], model: Optional[str], enroll: 
         raise click.ClickException(f"the source failed: {pipeline.source_error}")
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="Device configuration, e.g. firmware_configs/laptop-cpu.yaml.")
 @click.option("--model", default=None, help="Override embedder.model.")

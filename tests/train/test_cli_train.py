@@ -40,7 +40,7 @@ def test_cli_rejects_bad_combinations_before_any_work(tmp_path):
     runner = CliRunner()
     out = tmp_path / "never"
     cases = [
-        (["--data", str(tmp_path), "--teacher", "dlib"], "only works with --method pretrain"),
+        (["--data", str(tmp_path), "--teacher", "dlib"], "is for --method pretrain (dlib)"),
         (["--casia", str(tmp_path)], "needs --fold"),
         (["--data", str(tmp_path), "--casia", str(tmp_path), "--fold", "1"], "exclusive"),
         (["--data", str(tmp_path), "--queue-size", "0"], "queue-size"),

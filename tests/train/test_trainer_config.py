@@ -37,7 +37,7 @@ def test_milestones_scale_with_iters():
 
 @pytest.mark.parametrize("sections,message", [
     ({"method": "pretrain", "teacher": {"name": None}, "loss": {"name": "triplet"}}, "classifier loss"),
-    ({"method": "hsst", "teacher": {"name": "dlib"}}, "only works with --method pretrain"),
+    ({"method": "hsst", "teacher": {"name": "dlib"}}, "is for --method pretrain"),
     ({"data": {"casia": "/c"}}, "exclusive"),
     ({"data": {"data": None, "casia": "/c"}}, "needs --fold"),
     ({"data": {"fold": 2}}, "only applies to --casia"),
@@ -101,3 +101,22 @@ def test_command_line_names_the_options_that_define_the_run():
     assert line.startswith("hsst-train --method hsst --data 'data/lfw 112' --nir-transform nir-sim+mask")
     assert "--iters 300" in line and "--init runs/pre/probe_net.pt" in line and "--ema 0.97" in line
     assert "--teacher" not in TrainConfig.from_dict({"method": "plain"}).command_line()
+
+
+def test_yaml_numbers_written_as_yaml_11_strings_are_read_as_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) loads ``lr: 5e-4`` as the string '5e-4': the config reads it as the number it is."""
+    path = tmp_path / "train.yaml"
+    path.write_text(f"method: hsst\ndata: {{data: {tmp_path}}}\noptim: {{lr: 5e-4, iters: 2e3, batch_size: 32}}\n")
+    config = TrainConfig.load(path).validate()
+    assert config.optim.lr == 5e-4 and config.optim.iters == 2000 and isinstance(config.optim.iters, int)
+
+
+@pytest.mark.parametrize("section,value,match", [
+    ({"optim": {"lr": "fast"}}, None, r"optim\.lr must be a number, got 'fast'"),
+    ({"optim": {"iters": 2.5}}, None, r"optim\.iters must be an integer"),
+    ({"data": {"augment": "yes"}}, None, r"data\.augment must be true or false"),
+    ({"optim": {"lr": None}}, None, r"optim\.lr must not be empty"),
+])
+def test_wrong_value_types_are_named(tmp_path, section, value, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict({"method": "hsst", **section})
