@@ -56,6 +56,86 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, iou_thresh:
     return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection over union of boxes x1, y1, x2, y2."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
+    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:4] - a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:4] - b[:, :2], 0.0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+# ------------------------------------------------------------------------------------ light normalisation
+#: ``normalize`` modes of :class:`BlazeFaceDetector`: off, retry (a second pass on a contrast-normalised
+#: canvas only when the first finds no confident face), always (every pass on the normalised canvas).
+NORMALIZE_MODES = ("off", "retry", "always")
+
+
+class ContrastNormalizer:
+    """Contrast normalisation of a detector input for hard light: highlight recovery, then CLAHE.
+
+    Hard light leaves the face with little contrast in part of the frame: one side in shadow, a night frame
+    under-exposed, highlights burned out near the illuminator. CLAHE (contrast-limited adaptive histogram
+    equalisation) equalises each tile of the image separately, its gain limited so that noise in flat regions
+    is not blown up. When more than ``saturated_share`` of the pixels are burned out (>= 250), a tone curve
+    (``x ** highlight_gamma``) first spreads the nearly saturated levels that still hold detail and darkens
+    the glow around them; frames without burned-out highlights skip it, so dark frames keep all their levels
+    for CLAHE. BGR images are normalised on their luma (YCrCb Y).
+
+    Args:
+        clip_limit: CLAHE contrast limit (OpenCV's ``clipLimit``; higher: stronger equalisation).
+        grid: CLAHE tiles per side (OpenCV's ``tileGridSize``), on the detector's input canvas.
+        highlight_gamma: exponent of the highlight-recovery tone curve (1: never applied).
+        saturated_share: share of burned-out pixels above which the tone curve is applied.
+
+    Raises:
+        ConfigError: a parameter out of range.
+    """
+
+    def __init__(self, clip_limit: float = 2.0, grid: int = 4, highlight_gamma: float = 3.0,
+                 saturated_share: float = 0.02) -> None:
+        if not clip_limit > 0 or int(grid) < 1:
+            raise ConfigError(f"CLAHE needs clip_limit > 0 and grid >= 1, got {clip_limit} and {grid}")
+        if not 1.0 <= highlight_gamma <= 10.0 or not 0.0 <= saturated_share <= 1.0:
+            raise ConfigError(f"highlight_gamma must be in [1, 10] and saturated_share in [0, 1], got "
+                              f"{highlight_gamma} and {saturated_share}")
+        self.clip_limit, self.grid = float(clip_limit), int(grid)
+        self.highlight_gamma, self.saturated_share = float(highlight_gamma), float(saturated_share)
+        self._clahe = cv2.createCLAHE(clipLimit=self.clip_limit, tileGridSize=(self.grid, self.grid))
+        levels = np.linspace(0.0, 1.0, 256) ** self.highlight_gamma
+        self._tone = (levels * 255.0 + 0.5).astype(np.uint8)
+
+    def normalize_gray(self, gray: np.ndarray) -> np.ndarray:
+        """Highlight recovery (when burned out) and CLAHE of a uint8 HxW image.
+
+        Args:
+            gray: uint8 HxW image.
+
+        Returns:
+            The normalised image, uint8 HxW.
+        """
+        gray = np.ascontiguousarray(gray)
+        if self.highlight_gamma > 1.0 and np.count_nonzero(gray >= 250) > self.saturated_share * gray.size:
+            gray = cv2.LUT(gray, self._tone)
+        return self._clahe.apply(gray)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """The normalised uint8 image (same shape: HxW gray or HxWx3 BGR).
+
+        Args:
+            image: uint8 HxW or HxWx3 (BGR) image.
+
+        Returns:
+            The normalised image, same shape and dtype.
+        """
+        if image.ndim == 2:
+            return self.normalize_gray(image)
+        ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)
+        ycc[:, :, 0] = self.normalize_gray(ycc[:, :, 0])
+        return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
+
+
 # --------------------------------------------------------------------------------------------- BlazeFace
 @dataclass(frozen=True)
 class SsdSpec:
@@ -149,6 +229,18 @@ class BlazeFaceDetector:
         model_dir: folder of exported ONNX files (see :func:`hsst.face.models.model_path`) or, with
             ``backend="tensorrt"``, of the engines built from them by ``hsst-export --detector --trt``.
         backend: ``onnxruntime`` or ``tensorrt`` (same models, see :func:`hsst.face.models.create_session`).
+        normalize: hard-light handling (:data:`NORMALIZE_MODES`): ``retry`` (default) runs BlazeFace a second
+            time, on a contrast-normalised canvas (:class:`ContrastNormalizer`), when the first pass finds no
+            face scoring ``retry_below`` or more, and adds the faces only that pass finds (frames with a
+            confident face pay nothing); ``always`` normalises every pass; ``off`` never does. See
+            docs/DETECTION.md, "Hard light".
+        retry_below: with ``retry``, the best first-pass score below which the normalised pass runs (at or
+            below ``det_thresh``: only when the first pass finds nothing).
+        clahe_clip: CLAHE contrast limit of the normalisation (:class:`ContrastNormalizer`).
+        clahe_grid: CLAHE tiles per side of the detector's input canvas.
+        highlight_gamma: tone curve applied before CLAHE when highlights are burned out (1: never).
+        retry_models: BlazeFace networks of the normalised pass, among ``models`` (None: the cheapest one,
+            ``blazeface_short`` when it runs, so that a retry adds ~2 ms, not a second full pass).
     """
 
     name = "blazeface"
@@ -157,15 +249,24 @@ class BlazeFaceDetector:
                  providers: Optional[Sequence] = None,
                  models: Union[str, Sequence[str]] = ("blazeface_full", "blazeface_short"),
                  tile_min_face: Optional[int] = None, refine: bool = False, threads: int = 0,
-                 model_dir=None, backend: str = "onnxruntime") -> None:
+                 model_dir=None, backend: str = "onnxruntime", normalize: str = "retry",
+                 retry_below: float = 0.5, clahe_clip: float = 2.0, clahe_grid: int = 4,
+                 highlight_gamma: float = 3.0, retry_models: Optional[Sequence[str]] = None) -> None:
         if not 0.0 < det_thresh < 1.0 or not 0.0 < nms_thresh <= 1.0:
             raise ConfigError(f"det_thresh ({det_thresh}) and nms_thresh ({nms_thresh}) must be in (0, 1)")
+        if normalize not in NORMALIZE_MODES:
+            raise ConfigError(f"normalize must be one of {list(NORMALIZE_MODES)}, got {normalize!r}")
+        if not 0.0 <= retry_below <= 1.0:
+            raise ConfigError(f"retry_below must be in [0, 1], got {retry_below}")
+        self.normalize, self.retry_below = normalize, float(retry_below)
+        self.normalizer = ContrastNormalizer(clahe_clip, clahe_grid, highlight_gamma)
         self.det_thresh, self.nms_thresh, self.min_face = float(det_thresh), float(nms_thresh), int(min_face)
         self.tile_min_face, self.refine = tile_min_face, bool(refine)
         names = [models] if isinstance(models, str) else list(models)
         if not names:
             raise ConfigError("BlazeFaceDetector needs at least one model")
         self.models = [SsdModel(n, providers, threads, model_dir, backend) for n in names]
+        self.retry_models = self._pick_retry_models(retry_models)
         self.mesh = FaceMesh(providers, threads, model_dir, backend)
 
     def _windows(self, h: int, w: int) -> List[Tuple[int, int, int]]:
@@ -178,9 +279,25 @@ class BlazeFaceDetector:
                     windows.append((min(x, w - side), min(y, h - side), side))
         return windows
 
-    def _run_window(self, frame: np.ndarray, x0: int, y0: int, side: int) -> Tuple[np.ndarray, np.ndarray]:
-        """All BlazeFace models on one square window; detections (N, 16) in frame pixels, scores (N,)."""
-        size = max(m.input_size for m in self.models)
+    def _pick_retry_models(self, names: Optional[Sequence[str]]) -> List[SsdModel]:
+        """The loaded networks named in ``names`` (None: the one with the smallest input)."""
+        if names is None:
+            return [min(self.models, key=lambda m: m.input_size)]
+        names = [names] if isinstance(names, str) else list(names)
+        loaded = {m.name: m for m in self.models}
+        unknown = [n for n in names if n not in loaded]
+        if unknown or not names:
+            raise ConfigError(f"retry_models must name some of the detector's models {sorted(loaded)}, got {names}")
+        return [loaded[n] for n in names]
+
+    def _run_window(self, frame: np.ndarray, x0: int, y0: int, side: int, normalize: bool = False,
+                    models: Optional[Sequence[SsdModel]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """BlazeFace models (default: all) on one square window; detections (N, 16) in frame pixels, scores (N,).
+
+        With ``normalize`` the resized window (not the letterbox padding) is contrast-normalised first.
+        """
+        models = self.models if models is None else models
+        size = max(m.input_size for m in models)
         window = frame[y0:y0 + side, x0:x0 + side]
         h, w = window.shape[:2]
         scale = size / side
@@ -188,6 +305,8 @@ class BlazeFaceDetector:
         # as MediaPipe does: the models have seen faces framed that way.
         resized = cv2.resize(window, (max(1, round(w * scale)), max(1, round(h * scale))),
                              interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)[:size, :size]
+        if normalize:
+            resized = self.normalizer(np.ascontiguousarray(resized))
         px, py = (size - resized.shape[1]) // 2, (size - resized.shape[0]) // 2
         canvas = np.zeros((size, size) + resized.shape[2:], np.uint8)
         canvas[py:py + resized.shape[0], px:px + resized.shape[1]] = resized
@@ -195,7 +314,7 @@ class BlazeFaceDetector:
         offset = np.array([px, py], np.float32) / size
         origin = np.array([x0, y0], np.float32)
         dets, scores = [], []
-        for model in self.models:
+        for model in models:
             # smaller inputs see the same normalised letterbox geometry, so one mapping serves all models
             tensor = canvas if model.input_size == size else cv2.resize(
                 canvas, (model.input_size, model.input_size), interpolation=cv2.INTER_AREA)
@@ -214,14 +333,49 @@ class BlazeFaceDetector:
         frame = to_uint8(image)
         if frame.ndim == 3 and frame.shape[2] == 1:
             frame = frame[:, :, 0]
-        found = [self._run_window(frame, x0, y0, side) for x0, y0, side in self._windows(h, w)]
+        if frame.ndim == 3 and frame.shape[2] == 4:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+        dets, scores = self._detect_pass(frame, self.normalize == "always")
+        if self.normalize == "retry" and (not len(scores) or float(scores.max()) < self.retry_below):
+            dets, scores = self._merge(dets, scores, *self._detect_pass(frame, True, self.retry_models))
+        return dets[:, :4], scores, dets[:, 4:].reshape(-1, 6, 2)
+
+    def _merge(self, dets: np.ndarray, scores: np.ndarray, more: np.ndarray,
+               more_scores: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """First-pass detections plus the normalised pass's new faces (those overlapping no first-pass box
+        by more than ``nms_thresh``), each with its own score, best first."""
+        if not len(more):
+            return dets, scores
+        if len(dets):
+            new = _iou(more[:, :4], dets[:, :4]).max(1) <= self.nms_thresh
+            more, more_scores = more[new], more_scores[new]
+            if len(more):
+                logger.debug("%d face(s) found only on the contrast-normalised frame", len(more))
+        dets, scores = np.concatenate([dets, more]), np.concatenate([scores, more_scores])
+        order = np.argsort(-scores, kind="stable")
+        return dets[order], scores[order]
+
+    def _detect_pass(self, frame: np.ndarray, normalize: bool,
+                     models: Optional[Sequence[SsdModel]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """One detection pass over all windows: NMS-merged detections (N, 16) of at least ``min_face``, scores.
+
+        Args:
+            frame: uint8 HxW gray or HxWx3 BGR frame.
+            normalize: contrast-normalise each window before the networks.
+            models: networks to run (default: all of the detector's).
+
+        Returns:
+            Detections (N, 16) (box and 6 keypoints, frame pixels) and scores (N,), best first.
+        """
+        h, w = frame.shape[:2]
+        found = [self._run_window(frame, x0, y0, side, normalize, models) for x0, y0, side in self._windows(h, w)]
         dets = np.concatenate([f[0] for f in found])
         scores = np.concatenate([f[1] for f in found])
         keep = _nms(dets[:, :4], scores, self.det_thresh, self.nms_thresh)
         dets, scores = dets[keep], scores[keep]
         sides = np.minimum(dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1])
         ok = sides >= self.min_face
-        return dets[ok, :4], scores[ok], dets[ok, 4:].reshape(-1, 6, 2)
+        return dets[ok], scores[ok]
 
     def detect_meshes(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, List[MeshResult]]:
         """Boxes (N, 4), scores (N,) and a :class:`MeshResult` per face."""
@@ -401,8 +555,10 @@ class MTCNNDetector:
 
 # ------------------------------------------------------------------------------------------ registry
 DETECTORS: Dict[str, Callable[..., object]] = {"blazeface": BlazeFaceDetector, "mtcnn": MTCNNDetector}
+#: BlazeFace's hard-light options (``detector.normalize`` in a gate config); MTCNN ignores them.
+LIGHT_OPTIONS = ("normalize", "retry_below", "clahe_clip", "clahe_grid", "highlight_gamma", "retry_models")
 #: BlazeFace options that the MTCNN fallback of ``auto`` ignores.
-BLAZEFACE_ONLY = ("models", "tile_min_face", "refine")
+BLAZEFACE_ONLY = ("models", "tile_min_face", "refine") + LIGHT_OPTIONS
 
 
 def create_detector(model: str = "auto", **kwargs):
@@ -419,7 +575,18 @@ def create_detector(model: str = "auto", **kwargs):
             return det
     if model not in DETECTORS:
         raise ConfigError(f"unknown detector {model!r}; choose 'auto' or one of {sorted(DETECTORS)}")
+    if model == "mtcnn":
+        kwargs = _drop_light_options(kwargs)
     return DETECTORS[model](**kwargs)
+
+
+def _drop_light_options(kwargs: dict) -> dict:
+    """``kwargs`` without BlazeFace's hard-light options (a gate config sets them for any detector; the MTCNN
+    baseline has no normalisation and ignores them)."""
+    dropped = {k: kwargs[k] for k in LIGHT_OPTIONS if k in kwargs}
+    if dropped.get("normalize", "off") != "off":
+        logger.info("MTCNN has no hard-light normalisation; ignoring %s", dropped)
+    return {k: v for k, v in kwargs.items() if k not in LIGHT_OPTIONS}
 
 
 class FaceDetector:

@@ -19,6 +19,8 @@ from hsst.core.errors import ConfigError
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 COLORS = ("auto", "gray", "bgr")
+#: hsst.face.detector.NORMALIZE_MODES (kept here so that loading a config imports no model code)
+NORMALIZE_MODES = ("off", "retry", "always")
 
 
 @dataclass
@@ -95,6 +97,11 @@ class DetectorConfig:
             their TensorRT engines with ``backend: tensorrt``.
         backend: ``onnxruntime`` or ``tensorrt`` (BlazeFace + mesh engines from ``hsst-export --detector --trt``).
         every_n_frames: run detection on every n-th frame; in between, tracks are carried by motion.
+        normalize: hard-light handling of the BlazeFace detector: ``retry`` (a second pass on a
+            contrast-normalised frame when the first finds no confident face; frames with one pay nothing),
+            ``always`` or ``off`` (see docs/DETECTION.md, "Hard light"). The MTCNN baseline ignores it.
+        retry_below: with ``retry``, the best first-pass score below which the second pass runs (at or below
+            ``det_thresh``: only when the first pass finds no face).
         options: further keyword arguments passed to ``FaceDetector`` unchanged.
     """
 
@@ -107,6 +114,8 @@ class DetectorConfig:
     model_dir: Optional[str] = None
     backend: str = "onnxruntime"
     every_n_frames: int = 1
+    normalize: str = "retry"
+    retry_below: float = 0.5
     options: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
@@ -121,6 +130,8 @@ class DetectorConfig:
             raise ConfigError(f"{where}: min_face >= 1 and threads >= 0 required")
         if self.every_n_frames < 1:
             raise ConfigError(f"{where}.every_n_frames must be >= 1, got {self.every_n_frames}")
+        _one_of(self.normalize, NORMALIZE_MODES, f"{where}.normalize")
+        _in_range(self.retry_below, 0.0, 1.0, f"{where}.retry_below")
 
 
 @dataclass
@@ -376,6 +387,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # camera index written as 0
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r} (YAML reads off/on/yes/no as true/false: "
+                              f"quote the word, e.g. \"off\")")
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value

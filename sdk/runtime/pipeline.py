@@ -79,7 +79,8 @@ class FaceFinder:
         variants = ("blazeface_full", "blazeface_short") if config.variant == "both" else config.variant
         if config.model in ("auto", "blazeface"):
             try:
-                return cls(FaceDetector("blazeface", models=variants, backend=config.backend, **common))
+                return cls(FaceDetector("blazeface", models=variants, backend=config.backend,
+                                        normalize=config.normalize, retry_below=config.retry_below, **common))
             except ModelError:
                 if config.model == "blazeface" or config.backend == "tensorrt":
                     raise

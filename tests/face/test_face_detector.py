@@ -136,3 +136,128 @@ def test_face_detector_front(need_blazeface, need_mtcnn, lfw_faces):
         FaceDetector("retinaface")
     with pytest.raises(ConfigError):
         FaceDetector("blazeface", det_thresh=1.5)
+
+
+# ------------------------------------------------------------------------------------------- hard light
+def _gate_detector(normalize: str):
+    """BlazeFace with the gate runtime's settings (firmware_configs/laptop-cpu.yaml)."""
+    from hsst.face.detector import BlazeFaceDetector
+
+    return BlazeFaceDetector(det_thresh=0.35, min_face=40, models="blazeface_short", threads=1, normalize=normalize)
+
+
+@pytest.fixture(scope="module")
+def gate_off(need_blazeface):
+    return _gate_detector("off")
+
+
+@pytest.fixture(scope="module")
+def gate_retry(need_blazeface):
+    return _gate_detector("retry")
+
+
+def _centre_hits(boxes, size=250):
+    c = size / 2
+    return (boxes[:, 0] <= c) & (boxes[:, 2] >= c) & (boxes[:, 1] <= c) & (boxes[:, 3] >= c)
+
+
+def test_contrast_normalizer():
+    from hsst.face.detector import ContrastNormalizer
+
+    norm = ContrastNormalizer()
+    rng = np.random.default_rng(0)
+    dim = np.clip(rng.normal(40, 4, (128, 128)), 0, 255).astype(np.uint8)  # under-exposed, low contrast
+    out = norm(dim)
+    assert out.shape == dim.shape and out.dtype == np.uint8
+    assert out.std() > 2 * dim.std()
+    bgr = norm(cv2.cvtColor(dim, cv2.COLOR_GRAY2BGR))
+    assert bgr.shape == (128, 128, 3) and bgr.dtype == np.uint8
+    # the highlight tone curve only runs on frames with burned-out pixels: it darkens the glow around them
+    burned = np.clip(rng.normal(200, 10, (128, 128)), 0, 255).astype(np.uint8)
+    burned[40:80, 40:80] = 255
+    plain = ContrastNormalizer(highlight_gamma=1.0)
+    assert norm(burned)[:30, :30].mean() < plain(burned)[:30, :30].mean() - 20
+    assert np.array_equal(norm(dim), plain(dim))  # no burned-out pixels: CLAHE only
+    with pytest.raises(ConfigError):
+        ContrastNormalizer(clip_limit=0)
+    with pytest.raises(ConfigError):
+        ContrastNormalizer(highlight_gamma=0.5)
+
+
+def test_normalize_option_is_validated(need_blazeface):
+    from hsst.face.detector import BlazeFaceDetector
+
+    det = BlazeFaceDetector(threads=1)
+    assert det.normalize == "retry"  # the default
+    assert [m.name for m in det.retry_models] == ["blazeface_short"]  # the cheap network retries
+    with pytest.raises(ConfigError, match="retry_models"):
+        BlazeFaceDetector(threads=1, models="blazeface_short", retry_models=["blazeface_full"])
+    with pytest.raises(ConfigError, match="normalize"):
+        BlazeFaceDetector(threads=1, normalize="sometimes")
+    with pytest.raises(ConfigError, match="retry_below"):
+        BlazeFaceDetector(threads=1, retry_below=1.5)
+
+
+# An LFW face that BlazeFace with the gate's settings loses under simulated hard light and the retry on the
+# contrast-normalised frame finds, with margin: the centred face scores 0.15 without the fix (a background
+# face is found instead, below retry_below), 0.57 with it (searched over 400 LFW identities, 2 frame kinds
+# and 4 conditions; see docs/DETECTION.md, "Hard light").
+HARD_LIGHT_CASES = [
+    # (LFW file, frame: gray or simulated NIR with seed 0, light condition with seed 0)
+    ("Ariel_Sharon/Ariel_Sharon_0001.jpg", "nir", "over-2ev"),
+]
+
+
+@pytest.mark.parametrize("rel, kind, light", HARD_LIGHT_CASES)
+def test_retry_finds_a_real_face_lost_under_hard_light(gate_off, gate_retry, lfw_dir, rel, kind, light):
+    from hsst.core.image import to_gray
+    from hsst.synth.lighting import apply_light
+    from hsst.synth.nir import simulate_nir
+
+    path = lfw_dir / rel
+    if not path.is_file():
+        pytest.skip(f"{rel} not in the shared LFW copy at {lfw_dir}")
+    image = read_image(path)
+    frame = apply_light(to_gray(image) if kind == "gray" else simulate_nir(image, 0), light, 0)
+    boxes, _, _ = gate_off.detect_boxes(frame)
+    assert not _centre_hits(boxes).any(), "without the fix the face is lost (the case no longer shows the fix)"
+    boxes, scores, kps = _check(gate_retry.detect(frame))
+    assert _centre_hits(boxes).any(), "the retry on the normalised frame finds the face"
+    assert scores[_centre_hits(boxes)].max() >= 0.35
+
+
+def test_retry_keeps_what_the_first_pass_finds(gate_off, gate_retry, lfw_faces):
+    from hsst.synth.lighting import apply_light
+
+    for i, image in enumerate(lfw_faces):
+        frame = apply_light(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), "hotspot", i)
+        first, _, _ = gate_off.detect_boxes(frame)
+        both, _, _ = gate_retry.detect_boxes(frame)
+        for box in first:
+            assert any(np.abs(b - box).max() < 1e-3 for b in both), "a first-pass face was replaced or dropped"
+
+
+def test_gate_config_sets_the_detector_option(tmp_path, need_blazeface):
+    from hsst.face.detector import NORMALIZE_MODES
+    from hsst.runtime import config as gate_config
+    from hsst.runtime.pipeline import FaceFinder
+
+    assert gate_config.NORMALIZE_MODES == NORMALIZE_MODES
+    path = tmp_path / "gate.yaml"
+    path.write_text('detector:\n  variant: blazeface_short\n  normalize: "off"\n  retry_below: 0.4\n')
+    cfg = gate_config.load_config(path).detector
+    assert cfg.normalize == "off" and cfg.retry_below == 0.4
+    det = FaceFinder.from_config(cfg).detector
+    assert det.backend.normalize == "off" and det.backend.retry_below == 0.4
+    assert gate_config.load_config().detector.normalize == "retry"  # the default
+    path.write_text("detector:\n  normalize: sometimes\n")
+    with pytest.raises(ConfigError, match="detector.normalize must be one of"):
+        gate_config.load_config(path)
+    path.write_text("detector:\n  normalize: off\n")  # YAML 1.1 reads a bare off as false
+    with pytest.raises(ConfigError, match="quote the word"):
+        gate_config.load_config(path)
+
+
+def test_mtcnn_ignores_the_light_options(need_mtcnn, lfw_faces):
+    det = FaceDetector("mtcnn", threads=1, normalize="retry", retry_below=0.5)
+    assert det.name == "mtcnn" and len(det.detect(lfw_faces[0])[0]) >= 1
