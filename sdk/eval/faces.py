@@ -106,7 +106,9 @@ class DetectSource(FaceSource):
 
     @property
     def signature(self) -> str:
-        return f"detect:{self.detector_name}:{self.det_thresh}:{self.min_face}:{self.crop_size}"
+        backend = getattr(self.app.detector, "backend", self.app.detector)
+        light = getattr(backend, "normalize", "off")  # the hard-light retry changes which faces are found
+        return f"detect:{self.detector_name}:{self.det_thresh}:{self.min_face}:{self.crop_size}:light={light}"
 
     def crop_image(self, image: np.ndarray, path: Path) -> CropResult:
         faces = self.app.get(image, max_num=1)
