@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hsst.core.errors import ModelError
+from hsst.core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +35,7 @@ FORMAT_VERSION = 1
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> Path:
     """``torch.save`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as fh:  # flush to disk before the rename makes it the checkpoint
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def capture_rng_state() -> Dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Callable, Union
 
 PathLike = Union[str, Path]
 
@@ -18,8 +18,8 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Let ``write`` fill a temporary file in the same folder, sync it, then ``os.replace`` it onto ``path``.
 
     A reader (or a process killed mid-write) sees the old file or the new one, never half of one.
     """
@@ -28,11 +28,16 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fh.fileno())  # on disk before the rename makes it the file
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda fh: fh.write(data))
