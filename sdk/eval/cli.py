@@ -142,18 +142,25 @@ def _thresholds(result) -> dict:
     return {k: v["threshold"] for k, v in result["pairs"]["threshold_table"].items()}
 
 
+def _percent(value, std=None) -> str:
+    """``97.31%`` (``± std`` when given), or ``n/a`` without a percent sign when there is no value."""
+    text = pct(value, std)
+    return text if text == "n/a" else f"{text}%"
+
+
 def _echo_summary(result) -> None:
     s = result["summary"]
     click.echo(result["title"])
     if result["protocol"]["kind"] == "identification":
+        std = (lambda d: d["std"]) if s["folds"] > 1 else (lambda d: None)  # noqa: E731
         v1, v2 = s[f"vr@far={format_far(1e-2)}"], s[f"vr@far={format_far(1e-3)}"]
-        click.echo(f"Rank-1 {pct(s['rank1']['mean'], s['rank1']['std'] if s['folds'] > 1 else None)}%  "
-                   f"VR@FAR=1% {pct(v1['mean'], v1['std'] if s['folds'] > 1 else None)}%  "
-                   f"VR@FAR=0.1% {pct(v2['mean'], v2['std'] if s['folds'] > 1 else None)}%  ({s['folds']} trial(s))")
+        click.echo(f"Rank-1 {_percent(s['rank1']['mean'], std(s['rank1']))}  "
+                   f"VR@FAR=1% {_percent(v1['mean'], std(v1))}  "
+                   f"VR@FAR=0.1% {_percent(v2['mean'], std(v2))}  ({s['folds']} trial(s))")
     else:
         p = result["pairs"]
-        click.echo(f"accuracy {pct(p['accuracy']['mean'], p['accuracy']['std'])}% (10-fold)  fixed-threshold "
-                   f"{pct(p['fixed_threshold']['accuracy'])}%  VR@FAR=1% {pct(p['vr'].get(format_far(1e-2)))}%")
+        click.echo(f"accuracy {_percent(p['accuracy']['mean'], p['accuracy']['std'])} (10-fold)  fixed-threshold "
+                   f"{_percent(p['fixed_threshold']['accuracy'])}  VR@FAR=1% {_percent(p['vr'].get(format_far(1e-2)))}")
 
 
 if __name__ == "__main__":

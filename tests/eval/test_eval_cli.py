@@ -71,3 +71,9 @@ def test_onnx_pairs_evaluation_does_not_import_torch(eval_models, tiny_pairs, lf
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_summary_says_na_without_a_percent_sign():
+    from hsst.eval.cli import _percent
+
+    assert _percent(None) == "n/a" and _percent(0.9731) == "97.31%"
