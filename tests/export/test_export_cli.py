@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from hsst.core.metadata import ModelMeta, sidecar_path
 from hsst.export.cli import main
-from hsst.export.exporter import EXIT_ERROR, EXIT_GATE, EXIT_NO_TRT, default_weights
+from hsst.export.exporter import EXIT_ERROR, EXIT_GATE, EXIT_NO_TRT
 from hsst.export.trtexec import find_trtexec
 
 NO_TRT = importlib.util.find_spec("tensorrt") is None and find_trtexec() is None
@@ -35,8 +35,8 @@ def test_unwritable_output(tmp_path, probe_ckpt, face_dir):
     assert res.exit_code == EXIT_ERROR and "cannot write to output folder" in res.output
 
 
-@pytest.mark.skipif(default_weights() is not None, reason="the default model is installed")
-def test_no_model_and_no_default(tmp_path):
+def test_no_model_and_no_default(tmp_path, monkeypatch):
+    monkeypatch.setattr("hsst.export.exporter.default_weights", lambda: None)  # an install without the default
     res = run("--data", tmp_path, "-o", tmp_path / "out")
     assert res.exit_code == EXIT_ERROR and "pass --weights" in res.output
 
@@ -125,11 +125,11 @@ def test_python_api_mirrors_the_cli(tmp_path, probe_ckpt, face_dir):
 
 
 @pytest.mark.skipif(not NO_TRT, reason="TensorRT or trtexec is available here")
-def test_detector_only_without_tensorrt(tmp_path):
+def test_detector_only_without_tensorrt(tmp_path, monkeypatch):
     pytest.importorskip("tflite2onnx")
+    monkeypatch.setattr("hsst.export.exporter.default_weights", lambda: None)  # detectors only, no embedder
     res = run("--detector", "--trt", "--half", "-o", tmp_path)
-    if default_weights() is None:
-        assert res.exit_code == EXIT_NO_TRT, res.output
-        assert "detector engines NOT built" in res.output
-        assert "--onnx=blazeface_full.onnx" in res.output and "--fp16" in res.output
-        assert (tmp_path / "detector" / "blazeface_full.onnx.json").is_file()
+    assert res.exit_code == EXIT_NO_TRT, res.output
+    assert "detector engines NOT built" in res.output
+    assert "--onnx=blazeface_full.onnx" in res.output and "--fp16" in res.output
+    assert (tmp_path / "detector" / "blazeface_full.onnx.json").is_file()
