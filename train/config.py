@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from hsst.core.config import coerce
 from hsst.core.errors import ConfigError
 from hsst.pretrained import PRETRAINED, is_pretrained_name
 
@@ -486,34 +487,7 @@ def _section_from_dict(cls: type, values: Dict[str, Any], name: str) -> Any:
     if unknown:
         raise ConfigError(f"unknown keys in config section {name!r}: {sorted(unknown)}; known: {sorted(known)}")
     hints = typing.get_type_hints(cls)
-    return cls(**{key: _coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` as the field's type: YAML 1.1 reads ``5e-4`` as a string, JSON writes ints for whole floats."""
-    args = typing.get_args(hint)
-    if value is None:
-        if type(None) in args or hint is Any:
-            return None
-        raise ConfigError(f"{where} must not be empty (null)")
-    target = next((a for a in args if a is not type(None)), hint) if typing.get_origin(hint) is Union else hint
-    if target is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if target in (int, float):
-        try:
-            number = float(value) if isinstance(value, str) else value
-            if isinstance(number, bool) or not isinstance(number, (int, float)):
-                raise ValueError
-            if target is int:
-                if float(number) != int(number):
-                    raise ValueError
-                return int(number)
-            return float(number)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be {'an integer' if target is int else 'a number'}, got {value!r}") from None
-    return value
+    return cls(**{key: coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
 
 
 def default_milestones(iters: int) -> List[int]:

@@ -7,13 +7,13 @@ the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
+from hsst.core.config import from_dict
 from hsst.core.errors import ConfigError
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -344,71 +344,6 @@ def _one_of(value: Any, choices: tuple, key: str) -> None:
 def _in_range(value: float, lo: float, hi: float, key: str) -> None:
     if not lo <= value <= hi:
         raise ConfigError(f"{key} must be in [{lo}, {hi}], got {value}")
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check/convert a YAML value against a type hint (the subset the config uses)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Union:
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, key)
-    if origin in (list, List):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
-        return [_coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, Dict):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads "1e-3" as a string
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # camera index written as 0
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a string, got {value!r} (YAML reads off/on/yes/no as true/false: "
-                              f"quote the word, e.g. \"off\")")
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
 
 
 def load_config(path: Union[str, Path, None] = None, overrides: Optional[Dict[str, Any]] = None) -> GateConfig:
