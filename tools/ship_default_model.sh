@@ -25,9 +25,9 @@ hsst-export --weights "$M/$NAME.pt" --data "$FACES" --output "$M" --name "$NAME"
 EVAL=(--model "$M/$NAME.onnx" --data "$LFW" --faces detect --protocol first-image
       --identities docs/study/lfw_split.json:test --max-probes 10 --no-progress --out "$REPORTS")
 hsst-eval "${EVAL[@]}" --nir-sim --mask --write-thresholds --name onnx_masked_detect
-# the checkpoint carries the same table, so a re-export of it keeps the gate's thresholds
-python -c "from hsst.core.metadata import ModelMeta, sidecar_path; from hsst.eval.models import write_thresholds; \
-m = ModelMeta.load(sidecar_path('$M/$NAME.onnx')); write_thresholds('$M/$NAME.pt', m.thresholds, m.extra.get('thresholds_from'))"
+# the checkpoint carries the same table (a re-export keeps the gate's thresholds); training paths become names
+ALIASES=(); prev=""; for arg in "$@"; do [[ $prev == --alias ]] && ALIASES+=(--alias "$arg"); prev=$arg; done
+python tools/seal_model.py --onnx "$M/$NAME.onnx" --checkpoint "$M/$NAME.pt" "${ALIASES[@]}"
 hsst-eval "${EVAL[@]}" --nir-sim --name onnx_nonmasked_detect
 hsst-eval "${EVAL[@]}" --name onnx_vis_detect
 STAGES=()
