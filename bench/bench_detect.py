@@ -59,7 +59,7 @@ def time_detector(detector, frame: np.ndarray, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lfw", type=Path, default=Path(os.environ.get("HSST_SHARED", "/work/shared"))
+    parser.add_argument("--lfw", type=Path, default=Path(os.environ.get("HSST_SHARED", str(Path(__file__).resolve().parents[1].parent / "shared")))
                         / "datasets" / "lfw")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--face-size", type=int, default=160)

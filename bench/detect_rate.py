@@ -318,7 +318,7 @@ def _records(results):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("HSST_SHARED", "/work/shared"))
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("HSST_SHARED", str(Path(__file__).resolve().parents[1].parent / "shared")))
                         / "datasets" / "lfw")
     parser.add_argument("--variant", choices=VARIANTS, default="color")
     parser.add_argument("--detector", choices=("blazeface", "mtcnn"), default="blazeface")

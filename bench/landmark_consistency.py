@@ -33,7 +33,7 @@ def centre_face(kps: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lfw", type=Path, default=Path(os.environ.get("HSST_SHARED", "/work/shared"))
+    parser.add_argument("--lfw", type=Path, default=Path(os.environ.get("HSST_SHARED", str(Path(__file__).resolve().parents[1].parent / "shared")))
                         / "datasets" / "lfw")
     parser.add_argument("--num", type=int, default=40)
     parser.add_argument("--angle", type=float, default=10.0)

@@ -6,7 +6,7 @@ Feeds the first image of ``--num`` LFW identity folders (resized to each model's
 input range) to both and reports the largest absolute output difference per model.
 
 Usage:
-    PYTHONPATH=/tmp/litert python tools/check_face_onnx_parity.py --data /work/shared/datasets/lfw --num 20
+    PYTHONPATH=/tmp/litert python tools/check_face_onnx_parity.py --data ../shared/datasets/lfw --num 20
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _interpreter(path: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/datasets/lfw"))
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "lfw")
     parser.add_argument("--num", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -15,7 +15,7 @@ The MediaPipe face landmark model outputs 468 vertices but no triangle list. Thi
 Only geometry is stored (a mean of landmark coordinates), no image content.
 
 Usage:
-    python tools/make_face_mesh_topology.py --data /work/shared/datasets/lfw --num 300
+    python tools/make_face_mesh_topology.py --data ../shared/datasets/lfw --num 300
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def triangulate(canonical: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/datasets/lfw"))
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "lfw")
     parser.add_argument("--num", type=int, default=300)
     parser.add_argument("--max-yaw", type=float, default=0.04)
     parser.add_argument("--out", type=Path, default=ASSETS)
