@@ -22,10 +22,12 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from hsst.core.config import coerce
 from hsst.core.errors import ConfigError
 from hsst.pretrained import PRETRAINED, is_pretrained_name
+from hsst.train.models import list_backbones, resolve_backbone_name
 
 METHODS = ("hsst", "plain", "pretrain", "distill")
 LOSSES = ("softmax", "am-softmax", "arc-softmax", "triplet")
-BACKBONES = ("mobilefacenet", "mobilefacenet_tf", "resnet50")
+#: what ``--backbone`` accepts: the model registry's names and aliases (read, so a new backbone needs no edit here)
+BACKBONES = tuple(list_backbones(include_aliases=True))
 TEACHERS = ("dlib",) + tuple(sorted(PRETRAINED))
 COLORS = ("gray", "rgb", "bgr")
 CONFIG_NAME = "config.json"
@@ -86,7 +88,8 @@ class ModelConfig:
     """The backbone and where its initial weights come from.
 
     Attributes:
-        backbone: registry name (``mobilefacenet``, ``resnet50``).
+        backbone: registry name or alias (``mobilefacenet``, ``resnet50`` / ``iresnet50``); :meth:`validate`
+            resolves an alias to the registry's name.
         input_size: aligned crop side; a multiple of 16 (the paper aligns to 144, 112 is the common size).
         embedding_dim: embedding length (paper: 512).
         color: input colour mode of the network (``gray``: 1 channel, NIR cameras; ``rgb``/``bgr``: 3).
@@ -106,10 +109,9 @@ class ModelConfig:
         return 1 if self.color == "gray" else 3
 
     def validate(self) -> None:
+        self.backbone = self._resolve_backbone()
         if is_pretrained_name(self.init):
             self._adopt_pretrained()
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"unknown --backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.input_size <= 0 or self.input_size % 16:
             raise ConfigError(f"--input-size must be a positive multiple of 16 (the network downsamples 16x; "
                               f"112 or 144), got {self.input_size}")
@@ -118,6 +120,12 @@ class ModelConfig:
         if self.color not in COLORS:
             raise ConfigError(f"unknown --color {self.color!r}; choose one of {', '.join(COLORS)}")
 
+    def _resolve_backbone(self) -> str:
+        """The registry's name of ``backbone``: the config, the checkpoint meta and the factory then agree."""
+        try:
+            return resolve_backbone_name(self.backbone)
+        except ConfigError:
+            raise ConfigError(f"unknown --backbone {self.backbone!r}; choose one of {', '.join(list_backbones(True))}") from None
 
     def _adopt_pretrained(self) -> None:
         """``--init <pretrained name>`` sets the network it loads into; a contradicting explicit choice is an error."""

@@ -70,6 +70,12 @@ def test_cli_print_config_and_data_errors(tmp_path):
     assert res.exit_code == 1 and "Error" in res.output and str(tmp_path / "empty") in res.output
 
 
+def test_cli_backbone_alias_resolves_to_the_registry_name(tmp_path):
+    res = CliRunner().invoke(main, ["--data", str(tmp_path), "--backbone", "iresnet50", "--print-config"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["model"]["backbone"] == "resnet50"
+
+
 def test_cli_resume_of_a_run_started_with_overwrite(tmp_path):
     saved = {"run": {"out": str(tmp_path), "overwrite": True}, "data": {"data": str(tmp_path)}, "optim": {"iters": 7, "milestones": [5]}}
     (tmp_path / "config.json").write_text(json.dumps(saved))

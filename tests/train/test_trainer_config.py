@@ -120,3 +120,16 @@ def test_yaml_numbers_written_as_yaml_11_strings_are_read_as_numbers(tmp_path):
 def test_wrong_value_types_are_named(tmp_path, section, value, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig.from_dict({"method": "hsst", **section})
+
+
+def test_backbone_choices_are_the_model_registrys_names_and_aliases(tmp_path):
+    """``iresnet50`` is the registry's own alias of ``resnet50``: the config accepts it and stores the name."""
+    from hsst.train.config import BACKBONES
+    from hsst.train.models import list_backbones
+
+    assert BACKBONES == tuple(list_backbones(include_aliases=True)) and "iresnet50" in BACKBONES
+    path = tmp_path / "train.yaml"
+    path.write_text(f"method: plain\ndata: {{data: {tmp_path}}}\nmodel: {{backbone: iresnet50}}\n")
+    assert TrainConfig.load(path).validate().model.backbone == "resnet50"
+    with pytest.raises(ConfigError, match="unknown --backbone 'vgg'; choose one of .*iresnet50"):
+        cfg(model={"backbone": "vgg"}).validate()
