@@ -125,7 +125,8 @@ class ModelConfig:
         try:
             return resolve_backbone_name(self.backbone)
         except ConfigError:
-            raise ConfigError(f"unknown --backbone {self.backbone!r}; choose one of {', '.join(list_backbones(True))}") from None
+            choices = ", ".join(list_backbones(include_aliases=True))
+            raise ConfigError(f"unknown --backbone {self.backbone!r}; choose one of {choices}") from None
 
     def _adopt_pretrained(self) -> None:
         """``--init <pretrained name>`` sets the network it loads into; a contradicting explicit choice is an error."""
