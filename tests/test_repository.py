@@ -36,3 +36,17 @@ def test_runtime_runs_on_jetpack5_python():
     result = subprocess.run([str(vermin), "-q", "--no-tips", "--eval-annotations", "--violations",
                              "-t=3.8-", str(ROOT / "sdk")], capture_output=True, text=True)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_every_command_of_setup_py_accepts_dash_h():
+    """``-h`` is help on all six commands (hsst-gate and hsst-identify once took only --help)."""
+    import importlib
+
+    from click.testing import CliRunner
+
+    setup = (ROOT / "setup.py").read_text(encoding="utf-8")
+    commands = re.findall(r'"(hsst-[a-z]+)=([\w.]+):(\w+)"', setup)
+    assert len(commands) == 6, commands
+    for name, module, attr in commands:
+        result = CliRunner().invoke(getattr(importlib.import_module(module), attr), ["-h"])
+        assert result.exit_code == 0 and "Usage:" in result.output, (name, result.output)

@@ -183,13 +183,29 @@ def casia_protocol(root: PathLike, folds: Sequence[int] = tuple(range(1, 11))) -
 
 # ------------------------------------------------------------------------------------------------- all-vis
 def all_vis_protocol(root: PathLike) -> ProtocolData:
-    """Every VIS image of an identity in its gallery, every NIR image a probe (generic ``<id>/{nir,vis}``)."""
-    index = _layouts().index_generic(root)
+    """Every VIS image of an identity in its gallery, every NIR image a probe (generic ``<id>/{nir,vis}``).
+
+    Raises:
+        DatasetError: ``root`` is not a generic NIR-VIS tree (the message names the protocol that reads it).
+    """
+    layouts = _layouts()
+    _check_all_vis_layout(root, *layouts.detect_layout(root))
+    index = layouts.index_generic(root)
     gallery = [_item(p, i, index.root) for i in index.identities for p in index.vis[i]]
     probes = [_item(p, i, index.root) for i in index.identities for p in index.nir[i]]
     return ProtocolData("all-vis", "identification", [IdentificationTrial("all", gallery, probes)], index.root,
                         f"{index.root.name}: all VIS images of an identity as its gallery, NIR probes "
                         "(Oulu-CASIA / BUAA style)", dict(index.report.counts))
+
+
+def _check_all_vis_layout(root: PathLike, layout: str, why: str) -> None:
+    """Refuse the other layouts here: read as a generic tree they only report empty identity folders."""
+    if layout == "vis-folders":
+        raise DatasetError(f"{root} holds plain identity folders (<id>/<images>; {why}), but protocol all-vis needs "
+                           "<id>/nir/ and <id>/vis/ images; evaluate them with --protocol first-image (gallery: "
+                           "the first image of each identity, probes: the others; add --nir-sim for simulated NIR)")
+    if layout == "casia":
+        raise DatasetError(f"{root} is a CASIA NIR-VIS 2.0 root ({why}); evaluate it with --casia ROOT")
 
 
 # --------------------------------------------------------------------------------------------- first-image

@@ -77,3 +77,11 @@ def test_summary_says_na_without_a_percent_sign():
     from hsst.eval.cli import _percent
 
     assert _percent(None) == "n/a" and _percent(0.9731) == "97.31%"
+
+
+def test_plain_identity_folders_under_the_default_protocol_suggest_first_image(eval_models, orl_dir):
+    """ORL is ``<id>/<images>``: the default all-vis protocol says which protocol reads it, not "no images"."""
+    res = CliRunner().invoke(main, ["--model", str(eval_models["onnx"]), "--data", str(orl_dir), "--aligned",
+                                    "--no-cache", "--no-progress"])
+    assert res.exit_code == 1 and "--protocol first-image" in res.output, res.output
+    assert "identity folder without images" not in res.output and res.exc_info[0] is SystemExit

@@ -97,3 +97,12 @@ def test_all_vis_protocol_on_generic_tree(tmp_path, orl_dir):
     assert len(trial.gallery) == 9 and len(trial.probes) == 6
     assert {p.path.parent.name for p in trial.probes} == {"nir"}
     assert {g.identity for g in trial.gallery} == {"p1", "p2", "p3"}
+
+
+def test_all_vis_protocol_names_the_protocol_of_other_layouts(orl_dir, casia_eval_tree):
+    from hsst.eval.protocols import all_vis_protocol
+
+    with pytest.raises(DatasetError, match="plain identity folders.*--protocol first-image"):
+        all_vis_protocol(orl_dir)
+    with pytest.raises(DatasetError, match="CASIA NIR-VIS 2.0 root.*--casia ROOT"):
+        all_vis_protocol(casia_eval_tree)
