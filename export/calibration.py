@@ -5,7 +5,8 @@ skipping and reporting files that are not usable images. The same faces feed the
 TensorRT accuracy gate, onnxruntime INT8 calibration and TensorRT INT8 calibration.
 
 :func:`make_entropy_calibrator` builds an ``IInt8EntropyCalibrator2`` (TensorRT 8.x-10.x; TensorRT 11 has no
-calibrators and takes Q/DQ ONNX instead) whose cache is written after the first calibration and reused.
+calibrators and takes Q/DQ ONNX instead) whose cache is written after the first calibration and offered to
+TensorRT on later builds; :class:`CalibrationFeed` is its host side.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from hsst.core.preprocess import to_input
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SkippedImage", "FaceImageFolder", "fit_crop", "calibration_cache_path", "make_entropy_calibrator"]
+__all__ = ["SkippedImage", "FaceImageFolder", "fit_crop", "calibration_cache_path", "CalibrationFeed",
+           "make_entropy_calibrator"]
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,58 @@ class FaceImageFolder:
             yield np.ascontiguousarray(to_input(crops[start:start + batch_size], self.pre))
 
 
-def calibration_cache_path(out_dir: Union[str, Path], stem: str, model_sha256: str, data: FaceImageFolder) -> Path:
-    """``<out>/<stem>.<model hash>-<data hash>.calib``: reused only for the same model and the same faces."""
-    return Path(out_dir) / f"{stem}.{model_sha256[:8]}-{data.fingerprint()}.calib"
+def calibration_cache_path(out_dir: Union[str, Path], stem: str, model_sha256: str, data: FaceImageFolder,
+                           trt_version: str) -> Path:
+    """``<out>/<stem>.<trtver>.<model hash>-<data hash>.calib``: reused only by the same TensorRT, model and faces.
+
+    The TensorRT version is in the name because TensorRT skips a cache written by another version (after a
+    JetPack upgrade) and then calibrates afresh; a new name keeps the old cache out of the way.
+    """
+    from hsst.export.tensorrt_build import trt_version_tag
+
+    return Path(out_dir) / f"{stem}.{trt_version_tag(trt_version)}.{model_sha256[:8]}-{data.fingerprint()}.calib"
+
+
+class CalibrationFeed:
+    """Host-side batches for a TensorRT calibrator: read lazily, errors kept for after the build.
+
+    TensorRT asks for batches only when it does not accept the cache, so nothing is read before the first
+    :meth:`next_batch`. Its Python trampoline prints and swallows an exception raised inside ``get_batch``
+    (and takes it as the end of the data), so :meth:`next_batch` keeps the error and returns None, and the
+    builder calls :meth:`raise_error` once the build returns.
+
+    Args:
+        data: calibration faces.
+        batch_size: faces per batch.
+    """
+
+    def __init__(self, data: FaceImageFolder, batch_size: int) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.count = 0
+        self.error: Optional[BaseException] = None
+        self._batches: Optional[Iterator[np.ndarray]] = None
+
+    def next_batch(self) -> Optional[np.ndarray]:
+        """The next (batch, C, S, S) float32 batch, or None at the end of the data or after an error."""
+        if self.error is not None:
+            return None
+        try:
+            if self._batches is None:
+                self._batches = self.data.batches(self.batch_size)
+            batch = next(self._batches, None)
+        except Exception as exc:  # kept: TensorRT would swallow it
+            self.error = exc
+            logger.error("INT8 calibration stopped: %s", exc)
+            return None
+        if batch is not None:
+            self.count += batch.shape[0]
+        return batch
+
+    def raise_error(self) -> None:
+        """Re-raise the error :meth:`next_batch` kept, if any."""
+        if self.error is not None:
+            raise self.error
 
 
 def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, cache_path: Union[str, Path],
@@ -155,11 +206,12 @@ def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, ca
         trt: the imported ``tensorrt`` module.
         data: calibration faces.
         batch_size: faces per calibration batch (the engine's max batch or the profile's opt).
-        cache_path: calibration cache; read if it exists (no calibration run), written after calibrating.
+        cache_path: calibration cache; offered to TensorRT if it exists, written after calibrating.
         cuda: the current :class:`hsst.runtime.backends.cuda.CudaContext`, for the device buffer.
 
     Returns:
-        The calibrator, to assign to ``config.int8_calibrator``.
+        The calibrator, to assign to ``config.int8_calibrator``; after the build call its ``feed.raise_error()``
+        and ``free()``.
     """
     if not hasattr(trt, "IInt8EntropyCalibrator2"):
         raise InputError(f"TensorRT {trt.__version__} has no calibrators (TensorRT 11 builds INT8 from Q/DQ "
@@ -171,26 +223,30 @@ def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, ca
 
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self._batches = data.batches(batch_size) if not cache_path.is_file() else iter(())
+            self.feed = CalibrationFeed(data, batch_size)
             c, s = data.pre.channels, data.pre.crop_size
             self._nbytes = batch_size * c * s * s * 4
-            self._device = cuda.malloc(self._nbytes) if not cache_path.is_file() else None
-            self.count = 0
+            self._device = None  # allocated on the first batch: none is needed when TensorRT takes the cache
 
         def get_batch_size(self) -> int:
             return batch_size
 
         def get_batch(self, names: List[str]) -> Optional[List[int]]:  # noqa: ARG002  (one input)
-            batch = next(self._batches, None)
+            batch = self.feed.next_batch()
             if batch is None:
                 return None
-            cuda.memcpy_htod(self._device, batch, self._nbytes)
-            self.count += batch.shape[0]
+            try:
+                if self._device is None:
+                    self._device = cuda.malloc(self._nbytes)
+                cuda.memcpy_htod(self._device, batch, self._nbytes)
+            except Exception as exc:  # kept for the same reason as the feed's own errors
+                self.feed.error = exc
+                return None
             return [int(self._device)]
 
         def read_calibration_cache(self) -> Optional[bytes]:
             if cache_path.is_file():
-                logger.info("reusing INT8 calibration cache %s", cache_path)
+                logger.info("offering INT8 calibration cache %s to TensorRT", cache_path)
                 return cache_path.read_bytes()
             return None
 
@@ -198,7 +254,7 @@ def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, ca
             tmp = cache_path.with_name(cache_path.name + f".{os.getpid()}.tmp")
             tmp.write_bytes(bytes(cache))
             tmp.replace(cache_path)
-            logger.info("wrote INT8 calibration cache %s (%d faces)", cache_path, self.count)
+            logger.info("wrote INT8 calibration cache %s (%d faces)", cache_path, self.feed.count)
 
         def free(self) -> None:
             if self._device is not None:

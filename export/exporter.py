@@ -463,7 +463,7 @@ class Exporter:
         cfg = EngineBuildConfig(
             precision=o.precision, input_name=base.input_name, chw=chw, profile=profile, workspace_gib=o.workspace,
             device=device, timing_cache=timing_cache_path(out, version, gpu), calib_data=calib_data,
-            calib_cache=(calibration_cache_path(out, self.stem, base.extra["sha256"], calib_data)
+            calib_cache=(calibration_cache_path(out, self.stem, base.extra["sha256"], calib_data, version)
                          if calib_data else None),
             calib_batch=(profile[1] if profile else o.batch))
         build = build_engine(build_onnx, path, cfg)
@@ -483,7 +483,7 @@ class Exporter:
         side = make_sidecar(base, path, "engine", base.extra["input"]["shape"], base.extra["output"]["shape"],
                             base.output_normalized, precision=o.precision, tensorrt=record, parity=report.to_dict(),
                             latency_ms=latency, source={"file": onnx_path.name, "sha256": base.extra.get("sha256")},
-                            batch={"dynamic": profile is not None, "size": o.batch,
+                            batch={"dynamic": profile is not None and profile[0] != profile[2], "size": o.batch,
                                    "profile": list(profile) if profile else None})
         write_sidecar(side, path)
         hint = polygraphy_hint(build_onnx, o.precision, base.input_name, (o.batch, *chw), cfg.calib_cache)

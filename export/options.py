@@ -170,7 +170,9 @@ class ExportOptions:
             raise ConfigError(f"--workspace is in GiB and must be > 0, got {self.workspace}")
         if self.imgsz is not None and self.imgsz <= 0:
             raise ConfigError(f"--imgsz must be positive, got {self.imgsz}")
-        parse_device(self.device)
+        if parse_device(self.device)[0] == "dla" and self.dynamic:
+            raise ConfigError(f"--device {self.device} runs static shapes only (DLA needs min = opt = max batch; a "
+                              "range makes layers fall back to the GPU silently): drop --dynamic and pass --batch N")
         return self
 
 

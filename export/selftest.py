@@ -151,13 +151,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         for precision in _precisions(report["tensorrt"] or ""):
             source = onnx_path or weights
-            dynamic, batch = True, args.batch
+            dynamic, batch = not args.device.startswith("dla"), args.batch  # the DLA runs static shapes only
             if source is not None and Path(source).suffix.lower() == ".onnx":
                 from hsst.core.metadata import ModelMeta, sidecar_path
 
                 first = ModelMeta.load(sidecar_path(Path(source))).extra["input"]["shape"][0]
-                dynamic = isinstance(first, str)
-                batch = args.batch if dynamic else int(first)
+                batch = args.batch if isinstance(first, str) else int(first)
+                dynamic = dynamic and isinstance(first, str)  # a symbolic batch on the DLA: profile pinned
             opts = ExportOptions(formats=("engine",), weights=source, output=out, data=args.data, dynamic=dynamic,
                                  batch=batch, half=precision == "fp16", int8=precision == "int8",
                                  device=args.device, calib_images=256)

@@ -33,7 +33,8 @@ from hsst.runtime.backends.cuda import CudaContext, cuda_device_name, import_ten
 logger = logging.getLogger(__name__)
 
 __all__ = ["api_generation", "trt_version_tag", "device_tag", "engine_filename", "timing_cache_path",
-           "EngineBuildConfig", "EngineBuild", "build_engine", "onnx_has_qdq", "autocast_fp16_command"]
+           "EngineBuildConfig", "EngineBuild", "build_engine", "onnx_has_qdq", "autocast_fp16_command",
+           "layer_placement", "AUTOCAST_OPTIONS"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -97,9 +98,15 @@ def onnx_has_qdq(onnx_path: Union[str, Path]) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
 
 
+# One set of AutoCast options for the Python call and the printed command. keep_io_types: the engine keeps FP32
+# inputs and outputs, which the runtime feeds and reads (an FP16 input would be refused).
+AUTOCAST_OPTIONS = {"low_precision_type": "fp16", "keep_io_types": True}
+
+
 def autocast_fp16_command(onnx_path: Union[str, Path], out_path: Union[str, Path]) -> str:
-    """NVIDIA ModelOpt AutoCast: FP32 ONNX -> mixed FP16 ONNX (what TensorRT 11 needs for FP16)."""
-    return f"python -m modelopt.onnx.autocast --onnx_path {onnx_path} --output_path {out_path}"
+    """NVIDIA ModelOpt AutoCast: FP32 ONNX -> mixed FP16 ONNX (what TensorRT 11 needs for FP16), as a command."""
+    flags = " ".join(f"--{key}" if value is True else f"--{key} {value}" for key, value in AUTOCAST_OPTIONS.items())
+    return f"python -m modelopt.onnx.autocast --onnx_path {onnx_path} --output_path {out_path} {flags}"
 
 
 @dataclass
@@ -130,6 +137,14 @@ class EngineBuildConfig:
     calib_cache: Optional[Path] = None
     calib_batch: int = 8
 
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
+        if self.device[0] == "dla" and self.profile is not None and len(set(self.profile)) != 1:
+            # A range makes TensorRT run the DLA-incapable shapes on the GPU without a word.
+            raise ConfigError(f"the DLA runs static shapes only: profile {self.profile} must be min = opt = max "
+                              "(export without --dynamic, or build for --device gpu)")
+
 
 @dataclass
 class EngineBuild:
@@ -144,12 +159,14 @@ class EngineBuild:
     builder: str
     build_s: float
     quantization: Optional[str] = None
+    layers: Optional[dict] = None  # DLA builds: which layers run on the DLA and which fall back to the GPU
 
     def record(self, cfg: EngineBuildConfig) -> dict:
         return {"version": self.version, "api": self.api, "device": self.device, "device_name": self.device_name,
                 "precision": self.precision, "builder": self.builder, "build_s": round(self.build_s, 2),
                 "workspace_gib": cfg.workspace_gib, "profile": list(cfg.profile) if cfg.profile else None,
-                "quantization": self.quantization, "version_compatible": False, "hardware_compatible": False}
+                "quantization": self.quantization, "layers": self.layers, "version_compatible": False,
+                "hardware_compatible": False}
 
 
 def _parse(trt: Any, network: Any, trt_logger: Any, onnx_path: Path, api: str) -> None:
@@ -175,7 +192,13 @@ def _load_timing_cache(config: Any, path: Optional[Path]) -> Any:
         return None
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if config.set_timing_cache(cache, ignore_mismatch=False) is False:
+        # Written by another TensorRT or GPU (or damaged): build without it, and save a fresh one after.
+        logger.warning("TensorRT refused the timing cache %s (another TensorRT version or GPU, or a damaged file); "
+                       "building without it, a new one replaces it", path)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        return cache
     logger.info("%s timing cache %s", "using" if data else "creating", path)
     return cache
 
@@ -190,6 +213,23 @@ def _save_timing_cache(config: Any, path: Optional[Path]) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tmp.write_bytes(bytes(cache.serialize()))
     tmp.replace(path)
+
+
+def layer_placement(network: Any, config: Any) -> dict:
+    """Which network layers the DLA of ``config`` can run, and which fall back to the GPU (``can_run_on_DLA``).
+
+    Returns:
+        ``{"dla": n, "gpu": m, "gpu_layers": [names]}``; with ``GPU_FALLBACK`` set, the ``gpu_layers`` run on the
+        GPU inside an engine named ``.dla<N>.``.
+    """
+    gpu_layers, dla = [], 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if config.can_run_on_DLA(layer):
+            dla += 1
+        else:
+            gpu_layers.append(layer.name)
+    return {"dla": dla, "gpu": len(gpu_layers), "gpu_layers": gpu_layers}
 
 
 def _has_fast(builder: Any, what: str) -> bool:
@@ -223,7 +263,7 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
     try:
         with ctx.active() if ctx is not None else nullcontext():
             try:
-                serialized, quantization, build_s = _build(trt, onnx_path, cfg, api, qdq, ctx)
+                serialized, quantization, build_s, placement = _build(trt, onnx_path, cfg, api, qdq, ctx)
             except BaseException as exc:
                 # A traceback keeps _build's TensorRT objects alive: release them while their context is current.
                 traceback.clear_frames(exc.__traceback__)
@@ -245,12 +285,13 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
     logger.info("built %s with TensorRT %s (%s API) in %.1f s", engine_path, version, api, build_s)
     return EngineBuild(path=engine_path, version=version, api=api, device=device_tag(cfg.device), device_name=name,
                        precision=cfg.precision, builder="tensorrt-python", build_s=build_s,
-                       quantization=quantization)
+                       quantization=quantization, layers=placement)
 
 
 def _build(trt: Any, onnx_path: Path, cfg: EngineBuildConfig, api: str, qdq: bool,
-           cuda: Optional[CudaContext]) -> Tuple[Optional[bytes], Optional[str], float]:
-    """The TensorRT builder run: (engine bytes or None, quantization, build seconds); saves the timing cache.
+           cuda: Optional[CudaContext]) -> Tuple[Optional[bytes], Optional[str], float, Optional[dict]]:
+    """The TensorRT builder run: (engine bytes or None, quantization, build seconds, DLA layer placement or None);
+    saves the timing cache.
 
     ``cuda`` is the current CUDA context for implicit INT8 calibration (None otherwise); every TensorRT object
     made here is released on return, before the caller destroys that context.
@@ -273,7 +314,7 @@ def _build(trt: Any, onnx_path: Path, cfg: EngineBuildConfig, api: str, qdq: boo
         profile.set_shape(cfg.input_name, (lo, *cfg.chw), (opt, *cfg.chw), (hi, *cfg.chw))
         config.add_optimization_profile(profile)
 
-    calibrator, quantization = None, None
+    calibrator, quantization, placement = None, None, None
     if api == "11":
         if cfg.precision == "fp16" and not _onnx_has_fp16(onnx_path):
             raise ConfigError(
@@ -315,6 +356,10 @@ def _build(trt: Any, onnx_path: Path, cfg: EngineBuildConfig, api: str, qdq: boo
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        placement = layer_placement(network, config)
+        logger.info("DLA core %d: %d of %d layers on the DLA, %d fall back to the GPU%s", core, placement["dla"],
+                    placement["dla"] + placement["gpu"], placement["gpu"],
+                    f" ({', '.join(placement['gpu_layers'][:5])}...)" if placement["gpu"] else "")
 
     _load_timing_cache(config, cfg.timing_cache)
     t0 = time.perf_counter()
@@ -328,10 +373,12 @@ def _build(trt: Any, onnx_path: Path, cfg: EngineBuildConfig, api: str, qdq: boo
         if calibrator is not None:
             calibrator.free()
     build_s = time.perf_counter() - t0
+    if calibrator is not None:
+        calibrator.feed.raise_error()  # e.g. too few faces: TensorRT itself only saw "no more batches"
     if serialized is None:
-        return None, quantization, build_s
+        return None, quantization, build_s, placement
     _save_timing_cache(config, cfg.timing_cache)
-    return bytes(serialized), quantization, build_s  # IHostMemory supports the buffer protocol
+    return bytes(serialized), quantization, build_s, placement  # IHostMemory supports the buffer protocol
 
 
 def _onnx_has_fp16(onnx_path: Path) -> bool:
@@ -349,7 +396,6 @@ def autocast_fp16(onnx_path: Union[str, Path], out_path: Union[str, Path]) -> Op
         return None
     import onnx
 
-    converted = autocast.convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
-                                                    keep_io_types=True)
+    converted = autocast.convert_to_mixed_precision(onnx_path=str(onnx_path), **AUTOCAST_OPTIONS)
     onnx.save(converted, str(out_path))
     return Path(out_path)

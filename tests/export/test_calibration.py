@@ -6,7 +6,7 @@ import pytest
 
 from hsst.core.errors import DatasetError, InputError
 from hsst.core.metadata import Preprocess
-from hsst.export.calibration import FaceImageFolder, calibration_cache_path, fit_crop
+from hsst.export.calibration import CalibrationFeed, FaceImageFolder, calibration_cache_path, fit_crop
 
 
 @pytest.fixture()
@@ -48,8 +48,31 @@ def test_batches_drop_partial_and_fingerprint(mixed_dir):
         list(folder.batches(64))
     with pytest.raises(InputError):
         list(folder.batches(0))
-    path = calibration_cache_path("/out", "m", "ab" * 32, folder)
-    assert path.name == f"m.abababab-{folder.fingerprint()}.calib"
+    path = calibration_cache_path("/out", "m", "ab" * 32, folder, "8.5.2.2")
+    assert path.name == f"m.8502.abababab-{folder.fingerprint()}.calib"
+    # A JetPack upgrade (another TensorRT) must not meet the old cache under the same name.
+    assert calibration_cache_path("/out", "m", "ab" * 32, folder, "10.3.0") != path
+
+
+def test_calibration_feed_reads_lazily(mixed_dir, monkeypatch):
+    folder = FaceImageFolder(mixed_dir, Preprocess())
+    reads = []
+    monkeypatch.setattr(folder, "crops", lambda real=folder.crops: reads.append(1) or real())
+    feed = CalibrationFeed(folder, 2)
+    assert reads == []  # nothing is read while TensorRT may still take the cache
+    batches = []
+    while (batch := feed.next_batch()) is not None:
+        batches.append(batch)
+    assert reads and feed.error is None and feed.count == sum(b.shape[0] for b in batches) >= 4
+    feed.raise_error()  # nothing kept
+
+
+def test_calibration_feed_keeps_the_error_for_after_the_build(mixed_dir):
+    # TensorRT swallows exceptions raised in get_batch and takes them as the end of data: the feed keeps them.
+    feed = CalibrationFeed(FaceImageFolder(mixed_dir, Preprocess()), 64)
+    assert feed.next_batch() is None and feed.next_batch() is None
+    with pytest.raises(DatasetError, match="fewer than one batch of 64"):
+        feed.raise_error()
 
 
 def test_limit_spreads_over_identities(lfw_dir):

@@ -44,6 +44,7 @@ def test_profile_and_precision():
 @pytest.mark.parametrize("kwargs, match", [
     ({"batch": 0}, "--batch"), ({"opset": 9}, "--opset"), ({"half": True, "int8": True, "data": "d"}, "exclude"),
     ({"int8": True}, "--data"), ({"workspace": -1.0}, "workspace"), ({"device": "tpu"}, "--device"),
+    ({"device": "dla:0", "half": True, "dynamic": True, "batch": 8}, "static shapes only.*drop --dynamic"),
 ])
 def test_invalid_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):

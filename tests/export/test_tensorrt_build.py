@@ -3,7 +3,10 @@ import pytest
 
 from hsst.core.errors import ConfigError, ModelError
 from hsst.core.metadata import ModelMeta, check_engine_compat
-from hsst.export.tensorrt_build import (api_generation, engine_filename, timing_cache_path, trt_version_tag)
+import shlex
+
+from hsst.export.tensorrt_build import (AUTOCAST_OPTIONS, EngineBuildConfig, api_generation, autocast_fp16_command,
+                                        engine_filename, timing_cache_path, trt_version_tag)
 
 
 @pytest.mark.parametrize("version, api", [("8.2.1.8", "8.2"), ("8.4.1", "8.2"), ("8.5.2.2", "8.5"),
@@ -65,3 +68,22 @@ def test_check_engine_compat():
     check_engine_compat({"tensorrt": {"version": "8.5.2", "device_name": "Xavier"}}, "8.5.2.2", "Xavier")
     with pytest.raises(ModelError, match="no TensorRT build record"):
         check_engine_compat(ModelMeta(), "10.3.0", "Orin")
+
+
+def test_printed_autocast_command_keeps_fp32_io_like_the_python_call():
+    # An engine built by following the printed command must take the FP32 input the runtime feeds.
+    args = shlex.split(autocast_fp16_command("m.onnx", "m.fp16.onnx"))
+    assert args[:3] == ["python", "-m", "modelopt.onnx.autocast"] and "--keep_io_types" in args
+    for key, value in AUTOCAST_OPTIONS.items():
+        assert f"--{key}" in args
+        if value is not True:
+            assert args[args.index(f"--{key}") + 1] == str(value)
+
+
+def test_dla_build_config_needs_a_pinned_profile():
+    with pytest.raises(ConfigError, match=r"DLA runs static shapes only: profile \(1, 4, 8\)"):
+        EngineBuildConfig(precision="fp16", device=("dla", 0), profile=(1, 4, 8))
+    EngineBuildConfig(precision="fp16", device=("dla", 0), profile=(8, 8, 8))
+    EngineBuildConfig(precision="fp16", device=("gpu", None), profile=(1, 4, 8))
+    with pytest.raises(ConfigError, match="unknown precision"):
+        EngineBuildConfig(precision="bf16")

@@ -71,3 +71,58 @@ def test_exporter_fp16_and_int8_with_calibration_cache(tmp_path, probe_ckpt, fac
         export(weights=probe_ckpt, formats=("engine",), int8=True, dynamic=True, batch=8, data=face_dir,
                output=tmp_path, calib_images=64)
         assert list(tmp_path.glob("*.calib")) == caches and caches[0].read_bytes() == scales  # same model, faces
+
+
+def test_refused_timing_cache_is_logged_and_replaced(tmp_path, dyn_onnx, caplog):
+    from hsst.export.tensorrt_build import EngineBuildConfig, build_engine
+
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"not a timing cache of this TensorRT")
+    cfg = EngineBuildConfig(precision="fp16", chw=(1, 112, 112), profile=(1, 4, 8), timing_cache=cache)
+    with caplog.at_level("WARNING", logger="hsst.export.tensorrt_build"):
+        build_engine(dyn_onnx, tmp_path / "m.engine", cfg)
+    assert "refused the timing cache" in caplog.text
+    assert cache.read_bytes() != b"not a timing cache of this TensorRT"
+
+
+def test_calibration_error_reaches_the_user(tmp_path, dyn_onnx, face_dir, gray_meta):
+    # TensorRT swallows exceptions in get_batch; ours must come out of build_engine (here: too few faces).
+    import tensorrt as trt
+
+    from hsst.core.errors import DatasetError
+    from hsst.export.calibration import FaceImageFolder
+    from hsst.export.tensorrt_build import EngineBuildConfig, api_generation, build_engine
+
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    if api_generation(trt.__version__) == "11" or not getattr(builder, "platform_has_fast_int8", True):
+        pytest.skip("no implicit INT8 calibration here")
+    faces = FaceImageFolder(face_dir, gray_meta.preprocess)
+    cfg = EngineBuildConfig(precision="int8", chw=(1, 112, 112), profile=(64, 64, 64), calib_data=faces,
+                            calib_cache=tmp_path / "m.calib", calib_batch=64)
+    with pytest.raises(DatasetError, match="fewer than one batch of 64"):
+        build_engine(dyn_onnx, tmp_path / "m.engine", cfg)
+    assert not (tmp_path / "m.calib").exists()
+
+
+def test_pinned_profile_engine_is_static_for_the_runtime(tmp_path, dyn_onnx, lfw_faces):
+    # What DLA engines get: a dynamic ONNX with min = opt = max; the runtime must pad, not send smaller batches.
+    from hsst.export.tensorrt_build import EngineBuildConfig, build_engine
+    from hsst.runtime.backends import create_backend
+
+    engine = tmp_path / "m.engine"
+    build_engine(dyn_onnx, engine, EngineBuildConfig(precision="fp16", chw=(1, 112, 112), profile=(4, 4, 4)))
+    with create_backend("tensorrt", engine, check_sidecar=False) as runner:
+        assert runner.static_batch and runner.batch_limit == 4
+        assert runner.infer(lfw_faces[:4]).shape[0] == 4
+
+
+def test_dla_build_records_layer_placement(tmp_path, probe_ckpt, face_dir):
+    import tensorrt as trt
+
+    if int(getattr(trt.Builder(trt.Logger(trt.Logger.ERROR)), "num_DLA_cores", 0)) < 1:
+        pytest.skip("no DLA on this device (Xavier / Orin NX / AGX have one or two)")
+    res = export(weights=probe_ckpt, formats=("engine",), half=True, batch=4, data=face_dir, output=tmp_path,
+                 device="dla:0")
+    engine = next(a for a in res.artifacts if a.kind == "engine")
+    layers = ModelMeta.load(sidecar_path(engine.path)).extra["tensorrt"]["layers"]
+    assert layers["dla"] > 0 and layers["gpu"] == len(layers["gpu_layers"])

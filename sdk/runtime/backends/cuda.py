@@ -5,17 +5,17 @@ Nothing here imports ``tensorrt`` or ``pycuda`` at module import: :func:`import_
 :func:`import_pycuda` import them when called and turn a missing library into a :class:`ModelError` that says
 what to install. pycuda is the one CUDA binding (it ships for JetPack 4.6 to 6.x alike).
 
-Threading: a :class:`CudaContext` is a CUDA context of its own on one device. Code pushes it around every piece
-of CUDA work (:meth:`CudaContext.active`) so any thread can use it (pycuda otherwise fails in worker threads
-with "invalid device context"), and :meth:`CudaContext.close` detaches it so the interpreter does not abort
-with "context stack was not empty upon module cleanup".
+Threading: a :class:`CudaContext` is a handle on the device's primary context, shared by every backend of the
+process. Code pushes it around every piece of CUDA work (:meth:`CudaContext.active`) so any thread can use it
+(pycuda otherwise fails in worker threads with "invalid device context") and pops it after, so no context is
+left current when the interpreter cleans up ("context stack was not empty upon module cleanup").
 """
 from __future__ import annotations
 
 import logging
 import threading
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from hsst.core.errors import InputError, ModelError
 logger = logging.getLogger(__name__)
 
 __all__ = ["TensorRTUnavailable", "import_tensorrt", "import_pycuda", "CudaContext", "cuda_device_info",
-           "cuda_device_name", "TENSORRT_HINT", "PYCUDA_HINT"]
+           "cuda_device_name", "numpy_dtype", "TRT_DATATYPES", "TENSORRT_HINT", "PYCUDA_HINT"]
 
 TENSORRT_HINT = ("On a Jetson TensorRT comes with JetPack (python3-libnvinfer): use the system python3 or a venv "
                  "created with --system-site-packages; on a desktop GPU: pip install tensorrt. Otherwise use "
@@ -45,6 +45,44 @@ def import_tensorrt() -> Any:
     except Exception as exc:  # ImportError, or OSError from a CUDA/TensorRT library that does not load
         raise TensorRTUnavailable(f"TensorRT not available ({type(exc).__name__}: {exc}). {TENSORRT_HINT}") from None
     return trt
+
+
+# ``trt.DataType`` member names per TensorRT generation (NVIDIA's API reference for each release).
+TRT_DATATYPES: Dict[str, Tuple[str, ...]] = {
+    "8.0-8.4": ("FLOAT", "HALF", "INT8", "INT32", "BOOL"),
+    "8.5": ("FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8"),
+    "8.6": ("FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8"),
+    "9.x": ("FLOAT", "HALF", "BF16", "INT8", "INT32", "INT64", "BOOL", "UINT8", "FP8"),
+    "10.x": ("FLOAT", "HALF", "BF16", "INT8", "INT32", "INT64", "BOOL", "UINT8", "FP8", "INT4", "FP4", "E8M0"),
+}
+
+# Our own table instead of ``trt.nptype``: on TensorRT 8.2-8.5 that function touches ``np.bool``, which numpy
+# >= 1.24 removed (NVIDIA/TensorRT#2701), so every engine load failed with an AttributeError on JetPack 5.
+_NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+                 "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+def numpy_dtype(trt_dtype: Any, tensor: str = "") -> np.dtype:
+    """The numpy dtype of a ``trt.DataType`` (any TensorRT generation, any numpy).
+
+    Args:
+        trt_dtype: a ``tensorrt.DataType`` member (or its name, e.g. ``"HALF"``).
+        tensor: the I/O tensor's name, for the error message.
+
+    Raises:
+        ModelError: a type numpy has no dtype for (FP8, BF16, INT4, FP4, E8M0): the engine's I/O must be re-built
+            with FP32 / FP16 inputs and outputs.
+
+    >>> numpy_dtype("HALF")
+    dtype('float16')
+    """
+    name = getattr(trt_dtype, "name", None) or str(trt_dtype).rsplit(".", 1)[-1]
+    if name not in _NUMPY_DTYPES:
+        where = f" of tensor {tensor!r}" if tensor else ""
+        raise ModelError(f"TensorRT data type {name}{where} has no numpy equivalent; hsst runs engines whose inputs "
+                         "and outputs are FP32, FP16 or integer: rebuild the engine keeping FP32 I/O (hsst-export "
+                         "does; with ModelOpt AutoCast pass --keep_io_types)")
+    return np.dtype(_NUMPY_DTYPES[name])
 
 
 _INIT_LOCK = threading.Lock()
@@ -96,8 +134,32 @@ def cuda_device_name(device: int = 0) -> Optional[str]:
         return None
 
 
+_PRIMARY: Dict[int, Any] = {}
+_PRIMARY_LOCK = threading.Lock()
+
+
+def _primary_context(drv: Any, dev: Any, index: int) -> Any:
+    """The device's primary context, retained once per process and shared by every :class:`CudaContext`."""
+    with _PRIMARY_LOCK:
+        ctx = _PRIMARY.get(index)
+        if ctx is None:
+            try:
+                ctx = dev.retain_primary_context()
+            except Exception as exc:  # pycuda._driver.Error: out of memory, device busy or prohibited
+                raise ModelError(f"cannot retain the CUDA context of device {index} ({str(dev.name()).strip()}): "
+                                 f"{exc}") from None
+            _PRIMARY[index] = ctx
+        return ctx
+
+
 class CudaContext:
-    """A CUDA context of its own on one device (pycuda), current only inside :meth:`active`.
+    """A handle on one device's primary CUDA context (pycuda), current only inside :meth:`active`.
+
+    Every handle on a device shares that device's primary context, the one the CUDA runtime (and so TensorRT
+    itself) uses, as NVIDIA's samples advise: a Jetson's 4-8 GB shared memory holds one context per process
+    instead of one per backend. The context stays retained for the life of the process, as the CUDA runtime
+    keeps it; :meth:`close` only retires the handle, so it is correct from any thread (pycuda's ``detach()``
+    from a thread other than the creator's silently does nothing).
 
     Args:
         device: CUDA device index.
@@ -110,11 +172,7 @@ class CudaContext:
         self.drv = import_pycuda()
         self.index = int(device)
         self._dev = _device(self.drv, self.index)
-        try:
-            self._ctx = self._dev.make_context()  # created AND pushed
-        except Exception as exc:  # pycuda._driver.Error: out of memory, device busy or prohibited
-            raise ModelError(f"cannot create a CUDA context on device {self.index} ({self.name}): {exc}") from None
-        self._ctx.pop()
+        self._ctx = _primary_context(self.drv, self._dev, self.index)
         self._closed = False
 
     @property
@@ -166,11 +224,8 @@ class CudaContext:
         buf.free()
 
     def close(self) -> None:
-        """Detach (destroy) the context; call from the thread that created it, with the context not current."""
-        if self._closed:
-            return
+        """Retire this handle (idempotent, any thread); the shared primary context stays for other handles."""
         self._closed = True
-        self._ctx.detach()  # pushes, destroys and pops when not current (pycuda's Context.detach)
 
     def __repr__(self) -> str:
         return f"CudaContext(device={self.index}, closed={self._closed})"

@@ -26,7 +26,7 @@ import numpy as np
 from hsst.core.errors import InputError, ModelError
 from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
 from hsst.runtime.backends.base import Backend, TensorSpec, register_backend
-from hsst.runtime.backends.cuda import CudaContext, import_pycuda, import_tensorrt
+from hsst.runtime.backends.cuda import CudaContext, import_pycuda, import_tensorrt, numpy_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class _Binding:
         self.dtype = dtype
         self.shape = shape          # as the engine reports it, -1 for dynamic
         self.max_shape = max_shape  # largest concrete shape (profile max)
+        self.min_batch = max_shape[0] if max_shape and max_shape[0] > 0 else 1  # profile min (inputs)
         self.host = None
         self.device = None
 
@@ -125,26 +126,27 @@ class TensorRTBackend(Backend):
             names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
             for i, name in enumerate(names):
                 is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+                dtype = numpy_dtype(engine.get_tensor_dtype(name), name)
                 shape = tuple(engine.get_tensor_shape(name))
                 bindings.append(_Binding(name, i, is_input, dtype, shape, shape))
-            profile_max = {b.name: tuple(engine.get_tensor_profile_shape(b.name, 0)[2])
-                           for b in bindings if b.is_input and -1 in b.shape}
+            profiles = {b.name: engine.get_tensor_profile_shape(b.name, 0)
+                        for b in bindings if b.is_input and -1 in b.shape}
         else:
             for i in range(engine.num_bindings):
                 name = engine.get_binding_name(i)
-                dtype = np.dtype(trt.nptype(engine.get_binding_dtype(i)))
+                dtype = numpy_dtype(engine.get_binding_dtype(i), name)
                 shape = tuple(engine.get_binding_shape(i))
                 if self._implicit:
                     shape = (engine.max_batch_size,) + shape
                 bindings.append(_Binding(name, i, engine.binding_is_input(i), dtype, shape, shape))
-            profile_max = {b.name: tuple(engine.get_profile_shape(0, b.index)[2])
-                           for b in bindings if b.is_input and -1 in b.shape}
+            profiles = {b.name: engine.get_profile_shape(0, b.index)
+                        for b in bindings if b.is_input and -1 in b.shape}
         for b in bindings:
-            if b.is_input and b.name in profile_max:
-                limit = profile_max[b.name]
-                if max_batch is not None:
-                    limit = (min(limit[0], max_batch),) + limit[1:]
+            if b.is_input and b.name in profiles:
+                lo, limit = tuple(profiles[b.name][0]), tuple(profiles[b.name][2])
+                b.min_batch = int(lo[0])
+                if max_batch is not None and lo[0] != limit[0]:
+                    limit = (max(lo[0], min(limit[0], max_batch)),) + limit[1:]
                 b.max_shape = limit
         # Output sizes follow the inputs: set the largest input shapes and ask the context.
         self._set_input_shapes({b.name: b.max_shape for b in bindings if b.is_input})
@@ -191,8 +193,11 @@ class TensorRTBackend(Backend):
 
     @property
     def static_batch(self) -> bool:
+        # A profile pinned to one batch (min = opt = max, as DLA engines need) is static for the caller too.
         first = next(b for b in self._bindings if b.is_input)
-        return first.shape[0] != -1 and not self._implicit
+        if self._implicit:
+            return False
+        return first.shape[0] != -1 or first.min_batch == first.max_shape[0]
 
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
         if self._closed:
@@ -208,6 +213,9 @@ class TensorRTBackend(Backend):
                 raise InputError(f"input {b.name!r} must be {b.dtype}, got {array.dtype}")
             if array.ndim != len(b.max_shape) or any(a > m for a, m in zip(array.shape, b.max_shape)):
                 raise InputError(f"input {b.name!r} shape {array.shape} exceeds the engine's maximum {b.max_shape}")
+            if array.shape[0] < b.min_batch:
+                raise InputError(f"input {b.name!r} batch {array.shape[0]} is below the engine's profile minimum "
+                                 f"{b.min_batch} (pad the batch; static_batch says so)")
             shapes[b.name] = array.shape
         batch = next(iter(shapes.values()))[0]
         cuda = self._cuda
