@@ -27,7 +27,7 @@ from hsst.core.errors import HsstError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["jetson_release", "system_report", "main"]
+__all__ = ["jetson_release", "system_report", "no_tensorrt_advice", "main"]
 
 L4T_TO_JETPACK = {"32.7": "4.6.x", "35.1": "5.0.2", "35.2": "5.1", "35.3": "5.1.1", "35.4": "5.1.2", "35.5": "5.1.3",
                   "35.6": "5.1.4", "36.2": "6.0 DP", "36.3": "6.0", "36.4": "6.1 / 6.2"}
@@ -100,6 +100,25 @@ def system_report() -> Dict[str, Optional[str]]:
     return report
 
 
+def no_tensorrt_advice(report: Dict[str, Optional[str]]) -> str:
+    """What to do when ``import tensorrt`` fails, for the machine the report describes.
+
+    >>> "trtexec" in no_tensorrt_advice({"jetpack": "4.6.x", "python": "3.8.0"})
+    True
+    """
+    jetpack = report.get("jetpack") or ""
+    if jetpack.startswith("4."):
+        # JetPack 4.x (Jetson Nano, TX2, Xavier on 4.6): python3-libnvinfer is built for Python 3.6 only.
+        return (f"JetPack {jetpack} ships TensorRT's Python bindings for Python 3.6 only, and hsst needs Python "
+                f">= 3.8 (this is {report.get('python')}). Build engines with trtexec instead: hsst-export --trt "
+                "--half --data DIR uses /usr/src/tensorrt/bin/trtexec and checks the engine against onnxruntime. "
+                "Run the gate with backend onnxruntime (firmware_configs/jetson-nano.yaml), or build TensorRT "
+                "8.2's Python bindings for this Python (NVIDIA's TensorRT repository, release/8.2, python/build.sh) "
+                "to run the engine in the gate. docs/EXPORT.md, 'Jetson Nano', has the steps.")
+    return ("On a Jetson, TensorRT comes with JetPack: run this with the system python3 or a venv made with "
+            "--system-site-packages.")
+
+
 def _precisions(trt_version: str) -> List[str]:
     from hsst.export.tensorrt_build import api_generation
 
@@ -134,8 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for key, value in report.items():
         click.echo(f"  {key:20s} {value}")
     if report.get("tensorrt") is None:
-        click.echo(f"TensorRT not available: {report.get('tensorrt_error')}. On a Jetson, TensorRT comes with JetPack: "
-                   "run this with the system python3 or a venv made with --system-site-packages.", err=True)
+        click.echo(f"TensorRT not available: {report.get('tensorrt_error')}. {no_tensorrt_advice(report)}", err=True)
         return 3
     if args.data is None:
         click.echo("the self-test needs real aligned faces: pass --data DIR", err=True)

@@ -1,10 +1,14 @@
-"""Gate configuration: every firmware config loads; bad files and values give clear errors."""
+"""Gate configuration: every firmware config loads, names what the exporter writes and runs where it says;
+bad files and values give clear errors."""
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from hsst.core.errors import ConfigError
 from hsst.runtime.config import GateConfig, load_config
+from hsst.runtime.models import parse_engine_name
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "firmware_configs").glob("*.yaml"))
 
@@ -18,6 +22,61 @@ def test_firmware_configs_load(path):
     config = load_config(path)
     assert config.device == path.stem
     assert config.embedder.backend in ("onnxruntime", "tensorrt")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_engine_names_are_what_the_exporter_writes(path):
+    config = load_config(path)
+    if config.embedder.backend != "tensorrt":
+        return
+    fields = parse_engine_name(config.embedder.model)
+    assert fields, f"{config.embedder.model} is not <model>.<maxbatch>.<trtver>.<device>.<precision>.engine"
+    assert fields["trt"].isdigit() and int(fields["maxbatch"]) == config.embedder.max_batch
+    assert fields["precision"] == config.embedder.precision
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_commands_in_configs_are_valid(path):
+    # A command a user copies from a comment must parse (a config once told users to pass --precision).
+    from hsst.export.cli import main as export_cli
+
+    commands = []
+    for comment in (line.split("#", 1)[1].strip() for line in path.read_text().splitlines() if "#" in line):
+        commands += re.findall(r"`(hsst-export[^`]*)`", comment)
+        tail = comment if comment.startswith("hsst-export") else comment.split(": ", 1)[-1]
+        if tail.startswith("hsst-export ") and "`" not in tail:
+            commands.append(tail.split(" (", 1)[0])
+    assert commands or "tensorrt" not in path.read_text()
+    for command in commands:
+        export_cli.make_context("hsst-export", shlex.split(command)[1:])
+
+
+def test_jetson_nano_config_runs_without_tensorrt(lfw_dir, tmp_path):
+    # Stock JetPack 4.6 has no TensorRT for Python >= 3.8: the Nano configuration must run on onnxruntime.
+    from hsst.runtime.pipeline import GatePipeline
+    from hsst.runtime.sources import open_source
+    from hsst.runtime.config import SourceConfig
+
+    photos = sorted((lfw_dir / "George_W_Bush").glob("*.jpg"))[:4]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        (frames / f"{i:03d}.jpg").symlink_to(photos[0])
+    config = load_config(CONFIGS[[p.stem for p in CONFIGS].index("jetson-nano")],
+                         {"events.jsonl": None, "decision.cooldown_s": 0.0, "pipeline.drop_frames": False,
+                          "pipeline.metrics_every_s": 0, "detector.every_n_frames": 1})
+    assert config.detector.backend == config.embedder.backend == "onnxruntime"
+    gate = GatePipeline(config)
+    try:
+        enroller = gate.enroller()
+        assert any([enroller.enroll_file(gate.gallery, "George_W_Bush", f).accepted for f in photos[1:]])
+        events = []
+        gate.events.subscribe(events.append)
+        snap = gate.run(open_source(SourceConfig(uri=f"file://{frames}", color="gray")))
+    finally:
+        gate.close()
+    assert snap["counters"]["frames_processed"] == 3
+    assert [e.identity for e in events if e.kind == "accept"] == ["George_W_Bush"]
 
 
 def test_expected_devices_present():
