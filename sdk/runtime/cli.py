@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
-from hsst.core.errors import HsstError
+from hsst.core.errors import ConfigError, DatasetError, HsstError
 from hsst.core.image import read_image
 from hsst.runtime.config import load_config
 
@@ -37,24 +37,42 @@ def _overrides(source: Optional[str], model: Optional[str], enroll: Optional[str
     return out
 
 
-def _build(config):
+def _enroll(gate, folder: Optional[str], allow_empty: bool) -> None:
+    """Enrol ``folder``; an empty gallery is an error unless ``allow_empty`` (every face would be unknown)."""
+    rejected = []
+    if folder:
+        rejected = [r for r in gate.enroll_dir(folder) if not r.accepted]
+        for r in rejected:
+            click.echo(f"enrolment rejected: {r.path}: {r.reason}", err=True)
+    if len(gate.gallery) or allow_empty:
+        return
+    if folder:
+        raise DatasetError(f"nobody enrolled: all {len(rejected)} photo(s) in {folder} were rejected (reasons "
+                           "above); use clear photos with one face each, or pass --allow-empty to run with an empty "
+                           "gallery")
+    raise ConfigError("nobody enrolled: pass --enroll DIR (VIS photos, <identity>/*.jpg or <identity>.jpg) or set "
+                      "gallery.enroll_dir, or pass --allow-empty to run with an empty gallery (every face unknown)")
+
+
+def _pipeline(config_path: str, overrides: dict, allow_empty: bool):
+    """Load the configuration, build the pipeline and enrol; configuration, model and enrolment errors become
+    CLI errors."""
     from hsst.runtime.pipeline import GatePipeline
 
-    gate = GatePipeline(config)
-    if config.gallery.enroll_dir:
-        results = gate.enroll_dir(config.gallery.enroll_dir)
-        for r in results:
-            if not r.accepted:
-                click.echo(f"enrolment rejected: {r.path}: {r.reason}", err=True)
+    try:
+        config = load_config(config_path, overrides)
+        gate = GatePipeline(config)
+    except HsstError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        _enroll(gate, config.gallery.enroll_dir, allow_empty)
+    except HsstError as exc:
+        gate.close()
+        raise click.ClickException(str(exc)) from None
     return gate
 
 
-def _pipeline(config_path: str, overrides: dict):
-    """Load the configuration and build the pipeline; configuration and model errors become CLI errors."""
-    try:
-        return _build(load_config(config_path, overrides))
-    except HsstError as exc:
-        raise click.ClickException(str(exc)) from None
+ALLOW_EMPTY_HELP = "Run with an empty gallery (no --enroll, or every enrolment photo rejected): every face is unknown."
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,12 +86,13 @@ def _pipeline(config_path: str, overrides: dict):
 @click.option("--events", default=None, type=click.Path(dir_okay=False), help="Override events.jsonl.")
 @click.option("--display", is_flag=True, help="Show the video with boxes and identities.")
 @click.option("--duration", default=None, type=float, help="Stop after this many seconds.")
+@click.option("--allow-empty", is_flag=True, help=ALLOW_EMPTY_HELP)
 @click.option("--log-level", default="INFO", show_default=True)
 def gate(config_path: str, source: Optional[str], model: Optional[str], enroll: Optional[str],
-         events: Optional[str], display: bool, duration: Optional[float], log_level: str) -> None:
+         events: Optional[str], display: bool, duration: Optional[float], allow_empty: bool, log_level: str) -> None:
     """Run the streaming gate: camera -> detect -> track -> embed -> match -> decide; events as JSON lines."""
     _setup_logging(log_level)
-    pipeline = _pipeline(config_path, _overrides(source, model, enroll, events))
+    pipeline = _pipeline(config_path, _overrides(source, model, enroll, events), allow_empty)
     pipeline.events.subscribe(lambda e: click.echo(json.dumps(e.to_dict(with_crop=False), default=str)))
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
     try:
@@ -95,13 +114,14 @@ def gate(config_path: str, source: Optional[str], model: Optional[str], enroll: 
               help="Device configuration, e.g. firmware_configs/laptop-cpu.yaml.")
 @click.option("--model", default=None, help="Override embedder.model.")
 @click.option("--enroll", default=None, type=click.Path(file_okay=False), help="Folder of VIS enrolment photos.")
+@click.option("--allow-empty", is_flag=True, help=ALLOW_EMPTY_HELP)
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-def identify(config_path: str, model: Optional[str], enroll: Optional[str], log_level: str,
+def identify(config_path: str, model: Optional[str], enroll: Optional[str], allow_empty: bool, log_level: str,
              images: Tuple[str, ...]) -> None:
     """Identify the faces of single IMAGES; one JSON object per image on stdout."""
     _setup_logging(log_level)
-    pipeline = _pipeline(config_path, _overrides(None, model, enroll, None))
+    pipeline = _pipeline(config_path, _overrides(None, model, enroll, None), allow_empty)
     failed = 0
     try:
         for path in images:

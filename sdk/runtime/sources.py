@@ -10,7 +10,9 @@ Sources are named by URI (the jetson-inference convention)::
     gst://<pipeline>        a raw GStreamer pipeline ending in appsink
 
 Mono NIR frames stay single-channel (8 or 16 bit) end to end. Live sources that fail are reopened by
-:class:`ReconnectingSource` with exponential backoff; the pipeline behind it keeps its state.
+:class:`ReconnectingSource` with exponential backoff; the pipeline behind it keeps its state. Finite sources
+(video files, image folders) are never retried: one that cannot be opened, or that ends before its first frame,
+is an error at once (waiting does not repair a file).
 """
 from __future__ import annotations
 
@@ -123,6 +125,10 @@ class FrameSource(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def empty_hint(self) -> str:
+        """Why a finite source may have ended before its first frame (for the error that says so)."""
+        return "it holds no frame"
+
     @abc.abstractmethod
     def open(self) -> None:
         """Open the device / file; raises :class:`SourceError` with what to check."""
@@ -182,7 +188,7 @@ class OpenCVSource(FrameSource):
         if self.kind == "file":
             path = Path(self.target)
             if not path.is_file():
-                raise SourceError(f"video file not found: {path}")
+                raise SourceError(f"video file not found: {path}; check --source (source.uri)")
             return cv2.VideoCapture(str(path))
         if self.kind == "v4l2" and not Path(str(self.target)).exists():
             raise SourceError(f"camera device {self.target} does not exist; check the cable and `ls /dev/video*`")
@@ -218,6 +224,9 @@ class OpenCVSource(FrameSource):
         if self.is_live:
             w, h = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
             logger.info("opened %s at %dx%d, %.1f fps", self.name, w, h, cap.get(cv2.CAP_PROP_FPS))
+
+    def empty_hint(self) -> str:
+        return "OpenCV decodes no video frame from it (corrupt, not a video, or a codec this OpenCV lacks)"
 
     def read(self) -> Optional[np.ndarray]:
         if self._cap is None:
@@ -260,6 +269,9 @@ class ImageFolderSource(FrameSource):
         if not self.files:
             raise SourceError(f"image folder {self.folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
         self._pos = 0
+
+    def empty_hint(self) -> str:
+        return f"none of its {len(self.files)} image file(s) could be read (see the warnings above)"
 
     def read(self) -> Optional[np.ndarray]:
         while self._pos < len(self.files):
@@ -352,6 +364,8 @@ class ReconnectingSource(FrameSource):
         self.reconnects = 0
         self.failures = 0
         self.stalls = 0
+        #: frames delivered so far (a finite source that ends at 0 is an error, not an empty run)
+        self.frames = 0
 
     def _report(self, message: str, level: int = logging.WARNING) -> None:
         logger.log(level, "%s", message)
@@ -381,6 +395,9 @@ class ReconnectingSource(FrameSource):
                 return
             except SourceError as exc:
                 self.failures += 1
+                if not self.is_live:  # a missing or undecodable file does not appear by waiting
+                    self._report(f"source {self.name} cannot be opened: {exc}", logging.ERROR)
+                    raise
                 if not cfg.reconnect or (cfg.reconnect_attempts is not None and attempt >= cfg.reconnect_attempts):
                     self._report(f"source {self.name} gave up after {attempt} attempt(s): {exc}", logging.ERROR)
                     raise
@@ -420,9 +437,11 @@ class ReconnectingSource(FrameSource):
             except SourceError as exc:
                 self._open = False
                 self._report(f"source {self.name} lost: {exc}")
-                if not self.config.reconnect:
+                if not self.config.reconnect or not self.is_live:
                     raise
                 continue
+            if frame is None and not self.is_live and self.frames == 0:
+                raise SourceError(f"source {self.name} ended before its first frame: {self._inner.empty_hint()}")
             if frame is None and self.config.loop:
                 self._release_inner()
                 self._inner = self._factory()
@@ -430,6 +449,7 @@ class ReconnectingSource(FrameSource):
                 if self.is_live and self.config.read_timeout_s > 0:
                     self._reader = _Reader(self._inner)
                 frame = self._read_inner()
+            self.frames += frame is not None
             return frame
         return None
 

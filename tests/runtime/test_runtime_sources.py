@@ -188,3 +188,43 @@ def test_stalled_camera_is_detected_and_reopened(lfw_video):
     assert len(got) == N_FRAMES and time.monotonic() - start < 5
     assert src.stalls == 1 and src.reconnects == 1 and state["opens"] == 2
     assert any("stalled: no frame for 0.3 s" in e.message for e in events)
+
+
+# -- finite sources fail at once: a file that never opened is not a camera that dropped ----------------------
+@pytest.mark.parametrize("make", [
+    lambda tmp: f"file://{tmp / 'missing.avi'}",
+    lambda tmp: f"file://{tmp}/",                                          # a folder without images
+])
+def test_finite_source_that_cannot_open_fails_without_retrying(tmp_path, make):
+    events = []
+    cfg = SourceConfig(uri=make(tmp_path), reconnect_initial_s=5.0, reconnect_attempts=2)  # a retry: >= 5 s
+    start = time.monotonic()
+    with pytest.raises(SourceError, match="not found|has no images"):
+        open_source(cfg, on_event=events.append)
+    assert time.monotonic() - start < 2 and len(events) == 1 and "retrying" not in events[0].message
+
+
+def test_file_without_a_decodable_frame_is_an_error(lfw_video, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(bytes(range(256)) * 8)                    # OpenCV opens it, then decodes nothing
+    src = open_source(SourceConfig(uri=f"file://{corrupt}", reconnect_initial_s=5.0))
+    with pytest.raises(SourceError, match="ended before its first frame: OpenCV decodes no video frame"):
+        src.read()
+    src.close()
+
+
+def test_folder_of_unreadable_images_is_an_error(lfw_dir, tmp_path):
+    photo = sorted((lfw_dir / "AJ_Cook").glob("*.jpg"))[0]
+    (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "b.jpg").write_bytes(photo.read_bytes()[:40])     # truncated inside the header
+    src = open_source(SourceConfig(uri=f"file://{tmp_path}/"))
+    with pytest.raises(SourceError, match="none of its 2 image file"):
+        src.read()
+    src.close()
+
+
+def test_finite_source_ends_normally_after_frames(lfw_video):
+    src = open_source(SourceConfig(uri=f"file://{lfw_video}"))
+    assert len(list(src)) == N_FRAMES and src.frames == N_FRAMES
+    assert src.read() is None                                    # the end stays the end, not an error
+    src.close()
