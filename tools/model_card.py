@@ -48,12 +48,30 @@ def eval_command(report: Dict) -> str:
         args += ["--identities", c["identities"]]
     if c.get("max_probes"):
         args += ["--max-probes", c["max_probes"]]
-    args += ["--faces", c["faces"]]
+    args += ["--faces", c["faces"]] + detector_args(report)
     if c.get("nir_sim"):
         args.append("--nir-sim")
     if c.get("mask"):
         args.append("--mask")
     return shlex.join(str(a) for a in args)
+
+
+def detector_args(report: Dict) -> List:
+    """The hsst-eval options that reproduce a report's detector settings (``--faces detect``)."""
+    from hsst.eval.runner import DETECTOR_OPTIONS
+
+    c, faces = report["config"], report["faces"]
+    if c["faces"] != "detect":
+        return []
+    if "detector" not in faces:  # hsst-eval before it read the gate's settings: they are in its cache key only
+        _, _, thresh, min_face, *rest = faces["signature"].split(":")  # detect:auto:0.5:20:112[:light=retry]
+        light = rest[-1].partition("light=")[2] or "off"  # no light mode yet: no hard-light pass
+        return ["--det-thresh", thresh, "--min-face", min_face, "--variant", "both", "--normalize", light]
+    args = ["--config", c["gate_config"]] if c.get("gate_config") else []
+    for name in DETECTOR_OPTIONS:
+        if c.get(name) is not None:
+            args += ["--" + name.replace("_", "-"), c[name]]
+    return args
 
 
 def pretrained_lines(configs: List[Tuple[TrainConfig, Optional[int]]]) -> List[str]:

@@ -6,6 +6,10 @@ Examples::
     hsst-eval --model model.onnx --data /data/oulu --protocol all-vis --template identity
     hsst-eval --model probe_net.pt --gallery enrol/ --probes probes/ --nir-sim --mask
     hsst-eval --model model.onnx --pairs pairs.txt --images lfw/ --write-thresholds
+    hsst-eval --model model.onnx --data lfw/ --protocol first-image --config firmware_configs/jetson-nano.yaml
+
+``--faces detect`` finds faces as the gate does: with the detector settings of a gate config (``--config``,
+default: the runtime's defaults); ``--det-thresh``, ``--min-face`` ... override single settings.
 """
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ import click
 from hsst.core.errors import HsstError
 from hsst.eval.faces import FACE_MODES
 from hsst.eval.metrics import format_far
-from hsst.eval.report import pct, write_report
+from hsst.eval.report import faces_text, pct, write_report
 from hsst.eval.runner import TEMPLATES, EvalConfig, Evaluator
+from hsst.runtime.config import DETECTOR_MODELS, DETECTOR_VARIANTS, NORMALIZE_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +91,15 @@ def build_config(model: str, casia: Optional[str], fold: Optional[str], data: Op
 @click.option("--faces", type=click.Choice(FACE_MODES),
               help="detect + align (default), aligned crops, or the training loader's fixed box framing.")
 @click.option("--aligned", is_flag=True, help="Images are aligned crops of the model's size (= --faces aligned).")
-@click.option("--detector", default="auto", show_default=True, help="Face detector for --faces detect.")
+@click.option("--config", "gate_config", type=click.Path(dir_okay=False, exists=True),
+              help="Gate config (firmware_configs/*.yaml) whose detector settings --faces detect uses, so the "
+              "evaluation finds the faces the gate finds.  [default: the runtime's default settings]")
+@click.option("--detector", type=click.Choice(DETECTOR_MODELS), help="Override detector.model.")
+@click.option("--variant", type=click.Choice(DETECTOR_VARIANTS), help="Override detector.variant (BlazeFace models).")
+@click.option("--det-thresh", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Override detector.det_thresh (minimum face score).")
+@click.option("--min-face", type=click.IntRange(min=1), help="Override detector.min_face (pixels).")
+@click.option("--normalize", type=click.Choice(NORMALIZE_MODES), help="Override detector.normalize (hard light).")
 @click.option("--nir-sim", is_flag=True, help="Probes become simulated NIR (seeded).")
 @click.option("--mask", is_flag=True, help="Probes get synthesized face masks (seeded).")
 @click.option("--mask-types", help="Comma list of mask types (surgical,kn95,n95,cloth).  [default: all]")
@@ -127,7 +140,8 @@ def main(write_thresholds: bool, out: Optional[str], stem: str, no_cache: bool, 
             table = _thresholds(result)
             written = write_table(config.model, table, {"protocol": result["protocol"]["name"],
                                                         "fingerprint": result["protocol"]["fingerprint"],
-                                                        "probe_transform": result["probe_transform"]["name"]})
+                                                        "probe_transform": result["probe_transform"]["name"],
+                                                        "faces": faces_text(result["faces"])})
             click.echo(f"thresholds: {len(table)} FARs written to {written}")
     except HsstError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -151,6 +165,7 @@ def _percent(value, std=None) -> str:
 def _echo_summary(result) -> None:
     s = result["summary"]
     click.echo(result["title"])
+    click.echo(f"faces: {faces_text(result['faces'])}")
     if result["protocol"]["kind"] == "identification":
         std = (lambda d: d["std"]) if s["folds"] > 1 else (lambda d: None)  # noqa: E731
         v1, v2 = s[f"vr@far={format_far(1e-2)}"], s[f"vr@far={format_far(1e-3)}"]

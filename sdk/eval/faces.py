@@ -2,8 +2,10 @@
 
 Three ways to get the crop (``--faces``):
 
-* ``detect``: detect faces (:class:`hsst.face.FaceAnalysis`), keep the largest, align it on the shared
-  5-point template. What the gate does; an image without a detected face is a failure (``no_face``).
+* ``detect``: detect faces with the gate's detector and its settings (a gate config's ``detector`` section,
+  :class:`hsst.runtime.config.DetectorConfig`), keep the largest, align it on the shared 5-point template
+  (:class:`hsst.face.FaceAnalysis`). What the gate does; an image without a detected face is a failure
+  (``no_face``).
 * ``aligned``: the files are already aligned crops of the model's size (``--aligned``); any other size is an
   error, since resizing a crop of another template scale would silently change the framing.
 * ``box``: the training loader's geometric framing (:class:`hsst.train.data.FaceLoader` without an
@@ -14,14 +16,17 @@ Unreadable files are failures too (``unreadable``), reported with their path rat
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from hsst.core.errors import ConfigError, ImageReadError, InputError
 from hsst.core.image import read_image, to_uint8
+from hsst.runtime.config import DETECTOR_RUN_FIELDS, DetectorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,10 @@ class FaceSource:
     @property
     def signature(self) -> str:
         return f"{self.mode}:{self.crop_size}"
+
+    def describe(self) -> Dict[str, Any]:
+        """What the report records about the crops."""
+        return {"mode": self.mode, "signature": self.signature}
 
     def crop(self, path: Path) -> CropResult:
         try:
@@ -90,31 +99,48 @@ class BoxSource(FaceSource):
 
 
 class DetectSource(FaceSource):
-    """Detector + 5-point alignment; the largest face of each image."""
+    """The gate's detector with its settings, then 5-point alignment; the largest face of each image.
+
+    Args:
+        crop_size: side of the aligned crop (the model's).
+        detector: the gate's detector settings (None: the runtime's defaults); run on onnxruntime here.
+    """
 
     mode = "detect"
 
-    def __init__(self, crop_size: int, detector: str = "auto", det_thresh: float = 0.5, min_face: int = 20,
-                 ctx_id: int = -1) -> None:
+    def __init__(self, crop_size: int, detector: Optional[DetectorConfig] = None) -> None:
         super().__init__(crop_size)
         from hsst.face import FaceAnalysis
+        from hsst.runtime.pipeline import create_face_detector
 
-        self.detector_name = detector
-        self.app = FaceAnalysis(detector=detector, crop_size=self.crop_size).prepare(
-            ctx_id=ctx_id, det_thresh=det_thresh, min_face=min_face)
-        self.det_thresh, self.min_face = det_thresh, min_face
+        self.detector = on_onnxruntime(detector or DetectorConfig())
+        self.app = FaceAnalysis(detector=create_face_detector(self.detector), crop_size=self.crop_size).prepare()
 
     @property
     def signature(self) -> str:
-        backend = getattr(self.app.detector, "backend", self.app.detector)
-        light = getattr(backend, "normalize", "off")  # the hard-light retry changes which faces are found
-        return f"detect:{self.detector_name}:{self.det_thresh}:{self.min_face}:{self.crop_size}:light={light}"
+        """Every setting that changes which faces are found (a new DetectorConfig field is in it by default)."""
+        found_by = {k: v for k, v in dataclasses.asdict(self.detector).items() if k not in DETECTOR_RUN_FIELDS}
+        # the detector that runs: model "auto" falls back to MTCNN where BlazeFace is not installed
+        return f"detect:{self.app.detector.name}:{self.crop_size}:{json.dumps(found_by, sort_keys=True)}"
+
+    def describe(self) -> Dict[str, Any]:
+        return {**super().describe(), "detector": dataclasses.asdict(self.detector),
+                "detector_name": self.app.detector.name}
 
     def crop_image(self, image: np.ndarray, path: Path) -> CropResult:
         faces = self.app.get(image, max_num=1)
         if not faces:
             return None, "no_face"
         return faces[0].aligned, None
+
+
+def on_onnxruntime(config: DetectorConfig) -> DetectorConfig:
+    """``config`` run on onnxruntime: a TensorRT gate's engines are built from the same networks, and its engine
+    folder (``model_dir``) is of no use to onnxruntime."""
+    if config.backend == "onnxruntime":
+        return config
+    logger.info("detector backend %s of the gate config: evaluating its networks on onnxruntime", config.backend)
+    return dataclasses.replace(config, backend="onnxruntime", model_dir=None)
 
 
 def create_face_source(mode: str, crop_size: int, **kwargs) -> FaceSource:

@@ -65,6 +65,18 @@ def pct(value: Optional[float], std: Optional[float] = None) -> str:
     return text
 
 
+def faces_text(faces: Dict[str, Any]) -> str:
+    """``detect (blazeface blazeface_short, det_thresh 0.35, min_face 40, normalize retry; from FILE)``."""
+    d = faces.get("detector")
+    if not d:
+        return faces["mode"]
+    name = faces.get("detector_name", d["model"])
+    network = f"{name} {d['variant']}" if name == "blazeface" else name
+    source = faces.get("gate_config") or "the runtime's default detector settings"
+    return (f"{faces['mode']} ({network}, det_thresh {d['det_thresh']}, min_face {d['min_face']}, "
+            f"normalize {d['normalize']}; from {source})")
+
+
 def markdown(result: Dict[str, Any]) -> str:
     """A markdown report of one evaluation result."""
     lines = [f"# {result['title']}", ""]
@@ -75,7 +87,7 @@ def markdown(result: Dict[str, Any]) -> str:
               f"- dataset fingerprint: `{proto['fingerprint']}`",
               f"- model: `{model['path']}` ({model['kind']}, {model['arch']}, {model['preprocess']['crop_size']} px "
               f"{model['preprocess']['color']}), sha256 `{model['sha256']}`",
-              f"- faces: {result['faces']['mode']}; gallery templates per {result['template']}; probe transform: "
+              f"- faces: {faces_text(result['faces'])}; gallery templates per {result['template']}; probe transform: "
               f"{result['probe_transform']['label']} (seed {result['probe_transform']['seed']})",
               f"- failure policy: {result['failure_policy']}", ""]
     s = result["summary"]

@@ -29,6 +29,7 @@ from hsst.eval.protocols import (IdentificationTrial, PairTrial, ProtocolData, a
                                  first_image_protocol, folders_protocol, pairs_protocol, read_identity_list)
 from hsst.eval.scoring import identity_templates, score_all
 from hsst.eval.transforms import ProbeTransform
+from hsst.runtime.config import DetectorConfig, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ HEADLINE_FARS = (1e-2, 1e-3)
 TABLE_FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 ROC_FARS = np.logspace(-6, 0, 61)
 TEMPLATES = ("image", "identity")
+#: EvalConfig field (hsst-eval option) -> the gate config's detector field it overrides
+DETECTOR_OPTIONS = {"detector": "model", "variant": "variant", "det_thresh": "det_thresh", "min_face": "min_face",
+                    "normalize": "normalize"}
 RESULT_VERSION = 1
 #: Most impostor scores kept for exact thresholds (5M float64 = 40 MB).
 KEEP_LIMIT = 5_000_000
@@ -62,7 +66,13 @@ class EvalConfig:
         max_probes: probes per identity cap (first-image).
         template: gallery templates per ``image`` or per ``identity`` (mean of normalised embeddings).
         faces: ``detect``, ``aligned`` or ``box`` (see :mod:`hsst.eval.faces`).
-        detector: detector name for ``detect``.
+        gate_config: gate configuration (``firmware_configs/*.yaml``) whose ``detector`` section ``detect``
+            runs (None: the runtime's defaults), so that the evaluation finds the faces the gate finds.
+        detector: detector model for ``detect`` (None: the gate config's).
+        variant: BlazeFace model(s) (None: the gate config's).
+        det_thresh: minimum detector score (None: the gate config's).
+        min_face: smallest face side in pixels (None: the gate config's).
+        normalize: hard-light handling, ``off``, ``retry`` or ``always`` (None: the gate config's).
         nir_sim: probes become simulated NIR.
         mask: probes get synthesized masks.
         mask_types: comma list of mask types (None: all).
@@ -91,7 +101,12 @@ class EvalConfig:
     max_probes: Optional[int] = None
     template: str = "image"
     faces: str = "detect"
-    detector: str = "auto"
+    gate_config: Optional[str] = None
+    detector: Optional[str] = None
+    variant: Optional[str] = None
+    det_thresh: Optional[float] = None
+    min_face: Optional[int] = None
+    normalize: Optional[str] = None
     nir_sim: bool = False
     mask: bool = False
     mask_types: Optional[str] = None
@@ -125,7 +140,19 @@ class EvalConfig:
             raise ConfigError(f"protocol {self.protocol} needs {', '.join('--' + m for m in missing)}")
         if not 0 < self.max_far <= 1 or not 0 < self.threshold_far <= 1:
             raise ConfigError("max_far and threshold_far must be in (0, 1]")
+        if self.faces == "detect":
+            self.detector_settings()  # a bad gate config or override fails here, before the model loads
+        elif self.gate_config or any(getattr(self, name) is not None for name in DETECTOR_OPTIONS):
+            options = ", ".join("--" + name.replace("_", "-") for name in DETECTOR_OPTIONS)
+            raise ConfigError(f"--config and the detector options ({options}) set the detector of --faces detect; "
+                              f"drop them with --faces {self.faces}")
         return self
+
+    def detector_settings(self) -> DetectorConfig:
+        """The gate config's detector section (or the runtime's defaults) with this config's overrides."""
+        overrides = {f"detector.{key}": getattr(self, name) for name, key in DETECTOR_OPTIONS.items()
+                     if getattr(self, name) is not None}
+        return load_config(self.gate_config, overrides).detector
 
 
 def load_protocol(config: EvalConfig) -> ProtocolData:
@@ -163,7 +190,7 @@ class Evaluator:
         self.config = config.validate()
         self.model = model or load_model(config.model, device=config.device, batch_size=config.batch_size,
                                          threads=config.threads)
-        kwargs = {"detector": config.detector} if config.faces == "detect" else {}
+        kwargs = {"detector": config.detector_settings()} if config.faces == "detect" else {}
         self.faces = create_face_source(config.faces, self.model.crop_size, **kwargs)
         self.cache = EmbeddingCache(config.cache) if config.use_cache else NullCache()
         self.extractor = EmbeddingExtractor(self.model, self.faces, self.cache, batch_size=config.batch_size,
@@ -186,7 +213,7 @@ class Evaluator:
                          "root": str(data.root), "fingerprint": data.fingerprint(), "options": data.options,
                          "skipped_by_scan": data.skipped},
             "model": self.model.describe(),
-            "faces": {"mode": cfg.faces, "signature": self.faces.signature},
+            "faces": self.faces_record(),
             "template": cfg.template,
             "config": dataclasses.asdict(cfg),
             "failure_policy": FAILURE_POLICY,
@@ -212,6 +239,13 @@ class Evaluator:
         result["timing"] = {"seconds": round(seconds, 3),
                             "images_per_s": round(computed / seconds, 2) if computed and seconds > 0 else None}
         return result
+
+    def faces_record(self) -> Dict[str, Any]:
+        """How the crops were made; with ``detect`` the detector settings and the gate config they came from."""
+        record = self.faces.describe()
+        if self.config.faces == "detect":
+            record["gate_config"] = self.config.gate_config  # None: the runtime's defaults
+        return record
 
     def title(self, data: ProtocolData) -> str:
         transform = self.config.transform

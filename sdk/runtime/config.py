@@ -21,6 +21,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 COLORS = ("auto", "gray", "bgr")
 #: hsst.face.detector.NORMALIZE_MODES (kept here so that loading a config imports no model code)
 NORMALIZE_MODES = ("off", "retry", "always")
+#: ``detector.model`` and ``detector.variant`` choices (hsst-eval offers the same ones)
+DETECTOR_MODELS = ("auto", "blazeface", "mtcnn")
+DETECTOR_VARIANTS = ("blazeface_short", "blazeface_full", "both")
+#: DetectorConfig fields that say where and how often the detector runs, not which faces it finds in an image
+DETECTOR_RUN_FIELDS = ("threads", "model_dir", "backend", "every_n_frames")
 
 
 @dataclass
@@ -119,11 +124,11 @@ class DetectorConfig:
     options: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
-        _one_of(self.model, ("auto", "blazeface", "mtcnn"), f"{where}.model")
+        _one_of(self.model, DETECTOR_MODELS, f"{where}.model")
         _one_of(self.backend, ("onnxruntime", "tensorrt"), f"{where}.backend")
         if self.backend == "tensorrt" and self.model == "mtcnn":
             raise ConfigError(f"{where}: the MTCNN baseline runs on onnxruntime only; use model: blazeface")
-        _one_of(self.variant, ("blazeface_short", "blazeface_full", "both"), f"{where}.variant")
+        _one_of(self.variant, DETECTOR_VARIANTS, f"{where}.variant")
         _in_range(self.det_thresh, 0.0, 1.0, f"{where}.det_thresh")
         _in_range(self.nms_thresh, 0.0, 1.0, f"{where}.nms_thresh")
         if self.min_face < 1 or self.threads < 0:

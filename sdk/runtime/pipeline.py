@@ -49,6 +49,28 @@ def display_available() -> bool:
 
 
 # ------------------------------------------------------------------------------------------- detection
+def create_face_detector(config: DetectorConfig) -> Any:
+    """The :class:`hsst.face.FaceDetector` a gate config describes (the gate's and hsst-eval's detector)."""
+    from hsst.core.errors import ModelError
+    from hsst.face import FaceDetector
+
+    options = dict(config.options)
+    if config.model_dir:
+        options["model_dir"] = config.model_dir
+    common = dict(det_thresh=config.det_thresh, nms_thresh=config.nms_thresh, min_face=config.min_face,
+                  threads=config.threads, **options)
+    variants = ("blazeface_full", "blazeface_short") if config.variant == "both" else config.variant
+    if config.model in ("auto", "blazeface"):
+        try:
+            return FaceDetector("blazeface", models=variants, backend=config.backend, normalize=config.normalize,
+                                retry_below=config.retry_below, **common)
+        except ModelError:
+            if config.model == "blazeface" or config.backend == "tensorrt":
+                raise
+            logger.warning("BlazeFace models unavailable; falling back to MTCNN")
+    return FaceDetector("mtcnn", **common)
+
+
 class FaceFinder:
     """Two-step detection: boxes on every frame, 5 landmarks only for the faces that need them.
 
@@ -68,24 +90,7 @@ class FaceFinder:
     @classmethod
     def from_config(cls, config: DetectorConfig) -> "FaceFinder":
         """Build the configured detector through :class:`hsst.face.FaceDetector`."""
-        from hsst.core.errors import ModelError
-        from hsst.face import FaceDetector
-
-        options = dict(config.options)
-        if config.model_dir:
-            options["model_dir"] = config.model_dir
-        common = dict(det_thresh=config.det_thresh, nms_thresh=config.nms_thresh, min_face=config.min_face,
-                      threads=config.threads, **options)
-        variants = ("blazeface_full", "blazeface_short") if config.variant == "both" else config.variant
-        if config.model in ("auto", "blazeface"):
-            try:
-                return cls(FaceDetector("blazeface", models=variants, backend=config.backend,
-                                        normalize=config.normalize, retry_below=config.retry_below, **common))
-            except ModelError:
-                if config.model == "blazeface" or config.backend == "tensorrt":
-                    raise
-                logger.warning("BlazeFace models unavailable; falling back to MTCNN")
-        return cls(FaceDetector("mtcnn", **common))
+        return cls(create_face_detector(config))
 
     def boxes(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (N, 4), scores (N,) and per-face auxiliary points (detector keypoints)."""

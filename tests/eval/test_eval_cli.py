@@ -27,7 +27,7 @@ def test_cli_pairs_writes_report_and_thresholds(eval_models, tiny_pairs, lfw_dir
     assert "accuracy" in res.output and "thresholds: 1 FARs written" in res.output
     meta = ModelMeta.load(sidecar_path(model))
     assert set(meta.thresholds) == {"0.1"}  # 10 impostor pairs resolve FAR 0.1 only
-    assert meta.extra["thresholds_from"]["protocol"] == "pairs"
+    assert meta.extra["thresholds_from"]["protocol"] == "pairs" and meta.extra["thresholds_from"]["faces"] == "box"
     report = json.loads((out / "eval.json").read_text())
     assert report["pairs"]["threshold_table"]["0.1"]["threshold"] == pytest.approx(meta.thresholds["0.1"])
     # the next run's fixed threshold comes from the model's table (at --threshold-far)
@@ -85,3 +85,27 @@ def test_plain_identity_folders_under_the_default_protocol_suggest_first_image(e
                                     "--no-cache", "--no-progress"])
     assert res.exit_code == 1 and "--protocol first-image" in res.output, res.output
     assert "identity folder without images" not in res.output and res.exc_info[0] is SystemExit
+
+
+def test_cli_detects_with_a_gate_configs_detector_and_reports_it(eval_models, tiny_pairs, lfw_dir, tmp_path):
+    from hsst.runtime.config import load_config
+
+    pytest.importorskip("tflite2onnx")
+    config = "firmware_configs/jetson-orin-nano.yaml"  # a TensorRT gate: its settings run on onnxruntime here
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["--model", str(eval_models["onnx"]), "--pairs", str(tiny_pairs), "--images",
+                                    str(lfw_dir), "--config", config, "--det-thresh", "0.4", "--no-cache",
+                                    "--no-progress", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    gate = load_config(config).detector
+    faces = json.loads((out / "eval.json").read_text())["faces"]
+    assert faces["gate_config"] == config and faces["detector"]["backend"] == "onnxruntime"
+    assert (faces["detector"]["det_thresh"], faces["detector"]["min_face"]) == (0.4, gate.min_face)
+    line = f"det_thresh 0.4, min_face {gate.min_face}, normalize {gate.normalize}; from {config}"
+    assert line in res.output and line in (out / "eval.md").read_text()
+
+
+def test_cli_detector_options_need_faces_detect(eval_models, tiny_pairs, lfw_dir):
+    res = CliRunner().invoke(main, ["--model", str(eval_models["onnx"]), "--pairs", str(tiny_pairs), "--images",
+                                    str(lfw_dir), "--aligned", "--min-face", "30"])
+    assert res.exit_code == 2 and "--min-face" in res.output and "--faces aligned" in res.output

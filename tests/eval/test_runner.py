@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -6,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from hsst.core.errors import ConfigError
 from hsst.eval.embedding import EmbeddingExtractor
 from hsst.eval.faces import create_face_source
 from hsst.eval.models import load_model
@@ -151,3 +153,51 @@ def test_no_face_and_unreadable_probes_count_as_failures(eval_models, lfw_dir, t
     assert fold["failures"]["failed_probes_total"] == 2 and fold["probe_images"] == 3
     assert fold["rank1"] <= 1 / 3 + 1e-9  # failed probes stay in the denominator
     assert fold["genuine_comparisons"] == 3 and fold["impostor_comparisons"] == 1
+
+
+def _side_lit_probes(lfw_dir, tmp_path):
+    """A plain LFW photo, and tight side-lit / dark gray crops of another that BlazeFace scores in 0.35..0.5."""
+    from hsst.synth.lighting import directional_light, exposure
+
+    gallery, probes = tmp_path / "gallery", tmp_path / "probes"
+    for name in ("Alexander_Losyukov", "Alfonso_Portillo"):
+        (gallery / name).mkdir(parents=True)
+        shutil.copy(lfw_dir / name / f"{name}_0001.jpg", gallery / name)
+    face = cv2.cvtColor(cv2.imread(str(lfw_dir / "Alexander_Losyukov" / "Alexander_Losyukov_0001.jpg")),
+                        cv2.COLOR_BGR2GRAY)[70:180, 70:180]
+    (probes / "Alexander_Losyukov").mkdir(parents=True)
+    shutil.copy(lfw_dir / "Alexander_Losyukov" / "Alexander_Losyukov_0002.jpg", probes / "Alexander_Losyukov")
+    cv2.imwrite(str(probes / "Alexander_Losyukov" / "side90.png"), directional_light(face, 90, rng=0))
+    cv2.imwrite(str(probes / "Alexander_Losyukov" / "dark.png"), exposure(face, -3.0))
+    return gallery, probes
+
+
+def test_detect_measures_with_the_gates_detector_settings(eval_models, lfw_dir, tmp_path):
+    """The gate finds these faces (its det_thresh / min_face); hsst-eval's former 0.5 / 20 did not. One cache
+    file serves both runs: crops detected with other settings are never reused."""
+    pytest.importorskip("tflite2onnx")
+    from hsst.runtime.config import GateConfig
+
+    gallery, probes = _side_lit_probes(lfw_dir, tmp_path)
+    folders = dict(protocol="folders", gallery=str(gallery), probes=str(probes), faces="detect")
+    gate = evaluate(_config(eval_models["onnx"], tmp_path, **folders))
+    assert gate["folds"][0]["failures"]["failed_probes_total"] == 0
+    assert gate["faces"]["detector"] == dataclasses.asdict(GateConfig().detector)
+    assert gate["faces"]["gate_config"] is None and gate["cache"]["computed"] == 5
+    former = evaluate(_config(eval_models["onnx"], tmp_path, det_thresh=0.5, min_face=20, variant="both", **folders))
+    assert former["cache"]["hits"] == 0 and former["folds"][0]["failures"]["probes"] == {"no_face": 2}
+    assert (former["faces"]["detector"]["det_thresh"], former["faces"]["detector"]["min_face"]) == (0.5, 20)
+    assert evaluate(_config(eval_models["onnx"], tmp_path, **folders))["cache"]["hits"] == 5
+
+
+def test_detector_settings_come_from_a_gate_config_and_options_override_them():
+    from hsst.runtime.config import load_config
+
+    nano = "firmware_configs/jetson-nano.yaml"
+    settings = EvalConfig(model="m.onnx", protocol="pairs", pairs="p", images="i", gate_config=nano,
+                          det_thresh=0.5).detector_settings()
+    assert settings == dataclasses.replace(load_config(nano).detector, det_thresh=0.5)
+    with pytest.raises(ConfigError, match="--det-thresh.*drop them with --faces aligned"):
+        EvalConfig(model="m.onnx", protocol="pairs", pairs="p", images="i", faces="aligned", det_thresh=0.5).validate()
+    with pytest.raises(ConfigError, match=r"detector\.normalize must be one of"):
+        EvalConfig(model="m.onnx", protocol="pairs", pairs="p", images="i", normalize="sometimes").validate()
