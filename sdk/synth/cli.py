@@ -9,8 +9,10 @@
 Every image under ``<in>/<identity>/`` gets one record in ``<out>/manifest.jsonl`` (source, output, status,
 mask type, parameters, landmarks); faces are written to ``<out>/<identity>/<name>.png`` atomically (temporary
 file + rename). Images without a face or unreadable are recorded with their status and counted in the
-summary, never dropped. A rerun skips sources whose last record is ``ok`` and whose output exists. Each
-image's draws depend only on ``(seed, relative path)``, so results do not depend on ``--workers``.
+summary, never dropped. A run that writes no crop at all (every image unreadable or without a face, and none
+done before) is an error: its manifest is removed again and the exit status is 1. A rerun skips sources whose
+last record is ``ok`` and whose output exists. Each image's draws depend only on ``(seed, relative path)``, so
+results do not depend on ``--workers``.
 """
 from __future__ import annotations
 
@@ -167,12 +169,14 @@ def run(config: JobConfig, workers: int = 1, limit: Optional[int] = None, progre
     sources, other = list_sources(in_dir)
     if limit is not None:
         sources = sources[:limit]
+    created = [p for p in (out_dir, out_dir / MANIFEST) if not p.exists()]  # removed again if nothing is written
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST
     done = read_manifest(manifest_path)
     todo = [s for s in sources if not (done.get(s, {}).get("status") == "ok"
                                        and (out_dir / str(done[s].get("output"))).is_file())]
     counts: Counter = Counter(skipped=len(sources) - len(todo))
+    first_error: Dict[str, str] = {}
     if other:
         counts["ignored_non_image"] = len(other)
         logger.warning("%d files without an image suffix ignored, e.g. %s", len(other), other[0])
@@ -193,6 +197,8 @@ def run(config: JobConfig, workers: int = 1, limit: Optional[int] = None, progre
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()
                 counts[record["status"]] += 1
+                if record["status"] != "ok":
+                    first_error.setdefault(record["status"], f"{record['source']}: {record.get('error', 'no face')}")
                 bar.update(1)
         except BrokenProcessPool as exc:
             raise HsstError(f"a hsst-mask worker process died ({exc}); the {sum(counts.values())} images done are in "
@@ -202,7 +208,30 @@ def run(config: JobConfig, workers: int = 1, limit: Optional[int] = None, progre
             bar.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+    if todo and not counts["ok"] and not counts["skipped"]:
+        _remove_created(created)
+        raise DatasetError(_nothing_written(in_dir, counts, first_error))
     return counts
+
+
+def _remove_created(paths: List[Path]) -> None:
+    """Remove the manifest (and output folder) a run created, when it wrote nothing: no output that only
+    claims a dataset was processed."""
+    for path in reversed(paths):
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.exists():
+            path.unlink()
+
+
+def _nothing_written(in_dir: Path, counts: Counter, first_error: Dict[str, str]) -> str:
+    failed = {k: counts[k] for k in ("unreadable", "no_face", "error") if counts[k]}
+    total = sum(failed.values())
+    example = first_error.get("unreadable") or first_error.get("error") or first_error.get("no_face", "")
+    return (f"--in {in_dir}: no crop written, none of its {total} image(s) gave a face ("
+            + ", ".join(f"{k}={v}" for k, v in failed.items()) + f"; e.g. {example}); check that --in holds "
+            "readable face photos in <identity>/ sub-folders")
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

@@ -109,3 +109,17 @@ def test_contact_sheet_command(dataset: Path, tmp_path: Path):
     assert "simulated NIR" in text
     sheet = cv2.imread(str(out))
     assert sheet is not None and sheet.shape[0] > 176 and sheet.shape[1] == 7 * 176
+
+
+def test_folder_of_only_corrupt_images_is_an_error(dataset: Path, tmp_path: Path):
+    bad = tmp_path / "bad"
+    (bad / "Someone").mkdir(parents=True)
+    (bad / "Someone" / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    (bad / "Someone" / "truncated.jpg").write_bytes((dataset / FACES[0]).read_bytes()[:50])
+    (bad / "Someone" / "text.png").write_text("a text file named .png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["--in", str(bad), "--out", str(out), "--no-mask"])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "no crop written, none of its 3 image(s) gave a face (unreadable=3" in last
+    assert not out.exists()                                      # no manifest claiming a processed dataset
