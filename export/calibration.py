@@ -54,33 +54,47 @@ def fit_crop(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(square, (size, size), interpolation=interp)
 
 
+MAKE_CROPS_HINT = ("pass --data DIR: aligned face crops (hsst-mask --in PHOTOS --out faces/ --no-mask --align 112 "
+                   "makes them) or face photos, which are detected and aligned here")
+
+
 class FaceImageFolder:
-    """Aligned face crops below ``root`` (any depth), read for a model's :class:`Preprocess`.
+    """Faces below ``root`` (any depth), read for a model's :class:`Preprocess`.
+
+    The folder holds either aligned crops (every image already ``crop_size`` square, as ``hsst-mask --align``
+    and the gate make them) or photos: then the runtime's face detector finds the largest face of each and
+    aligns it with the 5-point template, as the gate does (``align`` decides; None tells from the files).
 
     Args:
-        root: folder of aligned crops (``.jpg``, ``.png``, ``.pgm``... any of ``IMAGE_SUFFIXES``).
+        root: a folder of images (``.jpg``, ``.png``, ``.pgm``... any of ``IMAGE_SUFFIXES``), or one image file.
         pre: the model's preprocessing (crop size, colour).
         limit: use at most this many files, spread evenly over the sorted list (covers all identities of
             an ``<id>/<img>`` layout instead of the first few).
+        align: True: detect and align a face in every image; False: take images as they are (centre square crop
+            and resize to ``crop_size``); None: True unless every image is already ``crop_size`` square.
 
     Attributes:
         files: the files considered.
-        skipped: files that could not be read, with the reason (filled by :meth:`crops`).
+        skipped: files that could not be used, with the reason (filled by :meth:`crops`).
     """
 
-    def __init__(self, root: Union[str, Path], pre: Preprocess, limit: Optional[int] = None) -> None:
+    def __init__(self, root: Union[str, Path], pre: Preprocess, limit: Optional[int] = None,
+                 align: Optional[bool] = None) -> None:
         self.root = Path(root)
         self.pre = pre
-        if not self.root.is_dir():
-            raise DatasetError(f"face folder not found: {self.root}; pass --data DIR with aligned face crops")
-        files = image_files(self.root)
+        if self.root.is_file() and self.root.suffix.lower() in IMAGE_SUFFIXES:
+            files = [self.root]
+        elif not self.root.is_dir():
+            raise DatasetError(f"face folder not found: {self.root}; {MAKE_CROPS_HINT}")
+        else:
+            files = image_files(self.root)
         if not files:
-            raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}; pass --data DIR "
-                               "with aligned face crops")
+            raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}; {MAKE_CROPS_HINT}")
         if limit is not None and 0 < limit < len(files):
             idx = np.linspace(0, len(files) - 1, num=limit).round().astype(int)
             files = [files[i] for i in sorted(set(idx.tolist()))]
         self.files: List[Path] = files
+        self.align = align
         self.skipped: List[SkippedImage] = []
         self._crops: Optional[List[np.ndarray]] = None
 
@@ -102,22 +116,36 @@ class FaceImageFolder:
         """
         if self._crops is not None:
             return self._crops
-        crops, skipped = [], []
+        crops, skipped, images = [], [], []
         size = self.pre.crop_size
         for path in self.files:
             try:
-                image = read_image(path)
-                crops.append(fit_crop(image, size))
-            except (ImageReadError, InputError, cv2.error) as exc:
+                images.append((path, read_image(path)))
+            except (ImageReadError, InputError) as exc:
                 skipped.append(SkippedImage(path, str(exc)))
+        align = self.align if self.align is not None else any(im.shape[:2] != (size, size) for _, im in images)
+        finder = _FaceAligner(size) if align and images else None
+        if finder is not None:
+            logger.info("%s: photos, not %dx%d crops: detecting and aligning the largest face of each", self.root,
+                        size, size)
+        for path, image in images:
+            try:
+                crop = finder.align(image) if finder is not None else fit_crop(image, size)
+            except (InputError, cv2.error) as exc:
+                skipped.append(SkippedImage(path, str(exc)))
+                continue
+            if crop is None:
+                skipped.append(SkippedImage(path, "no face found"))
+            else:
+                crops.append(crop)
         self.skipped = skipped
         if skipped:
             shown = "; ".join(f"{s.path.name}: {s.reason}" for s in skipped[:5])
             logger.warning("skipped %d of %d images under %s (%s%s)", len(skipped), len(self.files), self.root,
                            shown, "; ..." if len(skipped) > 5 else "")
         if not crops:
-            raise DatasetError(f"none of the {len(self.files)} images under {self.root} could be read; "
-                               f"first problem: {skipped[0].reason}")
+            raise DatasetError(f"none of the {len(self.files)} images under {self.root} gave a face; first problem: "
+                               f"{skipped[0].path.name}: {skipped[0].reason}; {MAKE_CROPS_HINT}")
         self._crops = crops
         return crops
 
@@ -142,6 +170,22 @@ class FaceImageFolder:
                                f"{batch_size}; add faces or lower --batch")
         for start in range(0, stop, batch_size):
             yield np.ascontiguousarray(to_input(crops[start:start + batch_size], self.pre))
+
+
+class _FaceAligner:
+    """The largest face of a photo, aligned as the gate aligns it (its detector and default settings)."""
+
+    def __init__(self, crop_size: int) -> None:
+        from hsst.face import FaceAnalysis
+        from hsst.runtime.config import DetectorConfig
+
+        settings = DetectorConfig()
+        self.app = FaceAnalysis(crop_size=crop_size).prepare(ctx_id=-1, det_thresh=settings.det_thresh,
+                                                             min_face=settings.min_face)
+
+    def align(self, image: np.ndarray) -> Optional[np.ndarray]:
+        faces = self.app.get(image, max_num=1)
+        return faces[0].aligned if faces else None
 
 
 def calibration_cache_path(out_dir: Union[str, Path], stem: str, model_sha256: str, data: FaceImageFolder,

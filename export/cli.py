@@ -28,16 +28,32 @@ from hsst.export.options import DEFAULT_OPSET, FORMATS, ExportOptions
 logger = logging.getLogger("hsst.export")
 
 
+def _jetson_config(engine: Path) -> str:
+    """The firmware configuration of the Jetson generation whose TensorRT built ``engine`` (by its file name)."""
+    from hsst.runtime.models import parse_engine_name
+
+    tag = (parse_engine_name(engine) or {}).get("trt", "")
+    if len(tag) >= 6:       # TensorRT >= 10 (100300): JetPack 6, Orin
+        return "firmware_configs/jetson-orin-nano.yaml"
+    if tag >= "8500":       # TensorRT 8.5-9: JetPack 5, Xavier / Orin
+        return "firmware_configs/jetson-xavier-nx.yaml"
+    return "firmware_configs/jetson-nano.yaml"
+
+
 def _next_command(result: ExportResult, opts: ExportOptions) -> str:
+    """What to run with the files just written (configurations of the repository's firmware_configs/)."""
     kinds = {a.kind: a for a in result.artifacts}
     if "engine" in kinds:
-        return f"hsst-gate --config gate.yaml --model {kinds['engine'].path}   (on this device)"
+        path = kinds["engine"].path
+        return f"hsst-gate --config {_jetson_config(path)} --model {path} --enroll enrol/   (on this device)"
     if "onnx-int8" in kinds:
-        return f"hsst-gate --config gate.yaml --model {kinds['onnx-int8'].path}   (x86 gate, onnxruntime)"
+        return (f"hsst-gate --config firmware_configs/laptop-cpu.yaml --model {kinds['onnx-int8'].path} "
+                "--enroll enrol/   (x86 gate, onnxruntime)")
     if "onnx" in kinds:
         path = kinds["onnx"].path
-        return (f"copy {path} and {path.name}.json to the Jetson, then: hsst-export --weights {path.name} --trt "
-                "--half --data <aligned-faces>")
+        return (f"hsst-gate --config firmware_configs/laptop-cpu.yaml --model {path} --enroll enrol/   (onnxruntime); "
+                f"for a Jetson copy {path} and {path.name}.json there, then: hsst-export --weights {path.name} --trt "
+                "--half --data faces/")
     return "hsst-export --help"
 
 
@@ -61,7 +77,8 @@ def _summary(result: ExportResult) -> str:
               help="Formats to write (repeatable): onnx, onnx-int8 (onnxruntime INT8), engine (alias trt).")
 @click.option("--detector", is_flag=True, help="Also export the face detector models (BlazeFace, face mesh).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Folder of aligned face crops: accuracy gates and INT8 calibration.")
+              help="Faces for the accuracy gates and INT8 calibration: aligned crops, or photos (the largest face of "
+                   "each is detected and aligned). Default: the bundled sample photo (gates only).")
 @click.option("--half", is_flag=True, help="TensorRT FP16 engine.")
 @click.option("--int8", is_flag=True, help="TensorRT INT8 engine (calibrated on --data).")
 @click.option("--dynamic", is_flag=True, help="Symbolic batch; engine profile 1 / batch//2 / batch.")

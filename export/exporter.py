@@ -23,16 +23,16 @@ import numpy as np
 
 from hsst.core.errors import ConfigError, HsstError, ModelError
 from hsst.core.metadata import ModelMeta, sidecar_path
-from hsst.export.calibration import FaceImageFolder, calibration_cache_path
+from hsst.export.calibration import MAKE_CROPS_HINT, FaceImageFolder, calibration_cache_path
 from hsst.export.options import ExportOptions, parse_device
 from hsst.export.parity import (ParityReport, compare_embeddings, onnx_embeddings, onnx_session, polygraphy_hint,
                                 torch_embeddings)
-from hsst.export.sidecar import file_sha256, make_sidecar, mark_failed, write_sidecar
+from hsst.export.sidecar import check_onnx, file_sha256, make_sidecar, mark_failed, write_sidecar
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Artifact", "ExportResult", "GateFailed", "EngineNotBuilt", "Exporter", "export", "default_weights",
-           "default_faces_dir", "check_output_dir"]
+           "default_faces", "check_output_dir"]
 
 #: Exit statuses of hsst-export.
 EXIT_OK, EXIT_ERROR, EXIT_GATE, EXIT_NO_TRT = 0, 1, 2, 3
@@ -89,15 +89,14 @@ def default_weights() -> Optional[Path]:
     return None
 
 
-def default_faces_dir() -> Optional[Path]:
-    """Bundled aligned sample faces (``hsst/assets/faces``), when the package ships them."""
-    import hsst
+def default_faces() -> Optional[Path]:
+    """The bundled sample face photo (scikit-image's astronaut, :mod:`hsst.samples`), when it is installed."""
+    from hsst.samples import sample_face_path
 
-    for sub in ("faces", "samples/faces", "samples"):
-        folder = Path(hsst.__file__).resolve().parent / "assets" / sub
-        if folder.is_dir() and any(folder.iterdir()):
-            return folder
-    return None
+    try:
+        return sample_face_path()
+    except ConfigError:
+        return None
 
 
 def check_output_dir(path: Path) -> Path:
@@ -138,6 +137,10 @@ class Exporter:
             self.meta = ModelMeta.load(sidecar_path(weights))
             if self.meta.extra.get("status") == "failed":
                 raise ModelError(f"{weights} failed its parity gate when exported; re-export it")
+            check_onnx(weights, self.meta)
+            if set(self.opts.formats) == {"onnx"} and not self.opts.detector:
+                raise ConfigError(f"{weights} already is an ONNX: --format onnx has nothing to write; ask for "
+                                  "--format onnx-int8 or --trt, or pass the probe-net checkpoint to re-export")
             return weights
         try:
             from hsst.train.models import load_probe_checkpoint
@@ -145,6 +148,8 @@ class Exporter:
             raise ConfigError(f"exporting a checkpoint needs torch ({exc}); pip install hsst[export], or pass an "
                               "ONNX exported elsewhere with --weights model.onnx") from None
         self.model, self.meta = load_probe_checkpoint(weights, map_location="cpu")
+        if self.opts.name:
+            self.meta.name = self.opts.name  # the files and the model they hold carry one name
         return None
 
     def faces(self) -> np.ndarray:
@@ -155,10 +160,14 @@ class Exporter:
         return self._faces
 
     def face_folder(self, limit: Optional[int] = None) -> FaceImageFolder:
-        root = self.opts.data or default_faces_dir()
+        root = self.opts.data
         if root is None:
-            raise ConfigError("the accuracy gates need real aligned faces: pass --data DIR (a folder of aligned face "
-                              "crops; the bundled sample faces are not installed)")
+            root = default_faces()
+            if root is None:
+                raise ConfigError(f"the accuracy gates need real faces and the bundled sample photo is not installed "
+                                  f"(pip install 'hsst[examples]'): {MAKE_CROPS_HINT}")
+            logger.warning("no --data: the accuracy gate checks the bundled sample photo only (one face, %s); "
+                           "%s", root.name, MAKE_CROPS_HINT)
         assert self.meta is not None
         if limit is not None:
             return FaceImageFolder(root, self.meta.preprocess, limit=limit)
@@ -187,6 +196,7 @@ class Exporter:
         pending: Optional[EngineNotBuilt] = None
         if weights is not None:
             onnx_given = self._load_source(Path(weights))
+            self.faces()  # bad or faceless --data fails here, before any file is written
             onnx_path = onnx_given or self.export_onnx(out)
             if "onnx-int8" in self.opts.formats:
                 self.export_onnx_int8(onnx_path, out)
@@ -287,12 +297,12 @@ class Exporter:
         return path
 
     def _detector_images(self) -> FaceImageFolder:
-        root = self.opts.data or default_faces_dir()
+        root = self.opts.data or default_faces()
         if root is None:
-            raise ConfigError("the detector engine gate needs real images: pass --data DIR")
+            raise ConfigError("the detector engine gate needs real images: pass --data DIR (photos or face crops)")
         from hsst.core.metadata import Preprocess
 
-        return FaceImageFolder(root, Preprocess(color="bgr", crop_size=256), limit=8)
+        return FaceImageFolder(root, Preprocess(color="bgr", crop_size=256), limit=8, align=False)  # whole frames
 
     def _detector_engine_trtexec(self, onnx_path: Path, trtexec: Optional[Path]) -> Optional[str]:
         """Build with trtexec when present (returns None), else return the command to run on the Jetson."""
@@ -557,7 +567,7 @@ class Exporter:
                                       trtexec="/usr/src/tensorrt/bin/trtexec")
         poly = polygraphy_hint(onnx_name, o.precision, base.input_name, (o.batch, *chw))
         hsst_cmd = (f"hsst-export --weights {onnx_path.name} --trt" + (" --half" if o.half else "")
-                    + (" --int8 --data <aligned-faces>" if o.int8 else " --data <aligned-faces>")
+                    + (" --int8 --data <faces>" if o.int8 else " --data <faces>")
                     + (f" --dynamic --batch {o.batch}" if o.dynamic else
                        (f" --batch {o.batch}" if o.batch != 1 else ""))
                     + (f" --device {o.device}" if device[0] == "dla" else ""))

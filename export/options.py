@@ -87,7 +87,8 @@ class ExportOptions:
         name: file stem; default the model name from its metadata.
         half: TensorRT FP16 engine.
         int8: TensorRT INT8 engine (needs ``data`` for calibration).
-        data: folder of aligned face crops: parity faces and INT8 calibration.
+        data: folder of aligned face crops, or of face photos (detected and aligned): parity faces and INT8
+            calibration. None: the bundled sample photo for the parity gate (INT8 needs ``data``).
         dynamic: symbolic batch dimension in the ONNX; engine profile 1 / max(1, batch // 2) / batch.
         batch: static batch size, or the maximum batch with ``dynamic``.
         imgsz: input side; must equal the model's crop size (MobileFaceNet's GDC kernel fixes it).
@@ -162,10 +163,11 @@ class ExportOptions:
             raise ConfigError("--half and --int8 exclude each other; INT8 engines already fall back to FP16/FP32 "
                               "per layer where that is faster or more accurate")
         if self.int8 and self.data is None:
-            raise ConfigError("--int8 needs --data DIR: a folder of aligned face crops for calibration "
+            raise ConfigError("--int8 needs --data DIR: a folder of face crops or photos for calibration "
                               "(a few hundred faces of the gate's population)")
         if "onnx-int8" in self.formats and self.data is None:
-            raise ConfigError("--format onnx-int8 needs --data DIR: a folder of aligned face crops for calibration")
+            raise ConfigError("--format onnx-int8 needs --data DIR: a folder of face crops or photos (a few hundred "
+                              "faces of the gate's population) for calibration")
         if self.workspace is not None and self.workspace <= 0:
             raise ConfigError(f"--workspace is in GiB and must be > 0, got {self.workspace}")
         if self.imgsz is not None and self.imgsz <= 0:

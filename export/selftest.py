@@ -141,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--onnx", type=Path, help="an ONNX exported by hsst-export (with its .json sidecar)")
     src.add_argument("--weights", type=Path, help="a probe-net checkpoint (needs torch)")
-    parser.add_argument("--data", type=Path, help="folder of aligned face crops (accuracy gate, INT8 calibration)")
+    parser.add_argument("--data", type=Path, help="folder of face crops or photos (accuracy gate, INT8 calibration)")
     parser.add_argument("--batch", type=int, default=8, help="max batch of the dynamic engines")
     parser.add_argument("--device", default="gpu", help="gpu or dla:N")
     parser.add_argument("--output", type=Path, default=None, help="keep the engines here (default: a temp folder)")

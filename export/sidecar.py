@@ -20,10 +20,11 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
+from hsst.core.errors import ModelError
 from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
 
 __all__ = ["file_sha256", "library_versions", "make_sidecar", "write_sidecar", "read_sidecar", "sidecar_path",
-           "check_engine_compat", "failed_path"]
+           "check_engine_compat", "failed_path", "check_onnx"]
 
 _LIBRARIES = ("hsst", "torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy", "opencv-python")
 
@@ -129,3 +130,27 @@ def mark_failed(model_path: Union[str, Path], meta: ModelMeta, reason: str,
         failed.extra["parity"] = report
     write_sidecar(failed, dest)
     return dest
+
+
+def check_onnx(path: Union[str, Path], meta: ModelMeta) -> None:
+    """:class:`ModelError` unless onnxruntime loads ``path`` and its input is the one its sidecar names.
+
+    A truncated or foreign file then fails before any work, not as a protobuf traceback in quantisation or as
+    engine-build commands printed for a broken file.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only to load it
+    opts.log_severity_level = 3
+    try:
+        inputs = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_inputs()
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf / InvalidGraph / Fail types
+        raise ModelError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: truncated, corrupt or not "
+                         "ONNX); re-copy it, or re-export it with hsst-export") from None
+    want = list(meta.extra.get("input", {}).get("shape") or [])
+    got = list(inputs[0].shape) if len(inputs) == 1 else []
+    if not want or len(got) != len(want) or got[1:] != want[1:]:
+        raise ModelError(f"{path} takes input(s) {[list(i.shape) for i in inputs]}, but its sidecar "
+                         f"{sidecar_path(path).name} says {want}: they do not belong together; re-export the model "
+                         "with hsst-export")

@@ -3,7 +3,8 @@
     python tools/seal_model.py --onnx sdk/assets/models/hsst-mobilefacenet-112.onnx \
         --checkpoint sdk/assets/models/hsst-mobilefacenet-112.pt --alias /data/train_crops=TRAIN_CROPS
 
-* the checkpoint gets the sidecar's FAR -> threshold table (a re-export of it keeps the gate's thresholds);
+* the checkpoint gets the sidecar's name and FAR -> threshold table (a re-export of it writes the same file
+  name and keeps the gate's thresholds);
 * every ``PATH`` given with ``--alias PATH=NAME`` becomes ``NAME`` in both files' training metadata;
 * the sidecar's ``source.sha256`` names the checkpoint as it is written here.
 """
@@ -35,6 +36,7 @@ def seal(onnx: Path, checkpoint: Path, aliases: Dict[str, str]) -> None:
     meta.training = replace_paths(meta.training, aliases)
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     ckpt_meta = ModelMeta.from_dict(ckpt["meta"])
+    ckpt_meta.name = meta.name = onnx.name[: -len(".onnx")]
     ckpt_meta.thresholds = dict(meta.thresholds)
     ckpt_meta.training = replace_paths(ckpt_meta.training, aliases)
     if "thresholds_from" in meta.extra:

@@ -25,7 +25,7 @@ def gray_meta():
 @pytest.fixture(scope="session")
 def lfw_faces(lfw_dir, gray_meta) -> np.ndarray:
     """96 real LFW faces (centre crop + resize to 112) as gray network input."""
-    return FaceImageFolder(lfw_dir, gray_meta.preprocess, limit=96).tensor()
+    return FaceImageFolder(lfw_dir, gray_meta.preprocess, limit=96, align=False).tensor()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 import importlib.util
 import json
 
+import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -133,3 +135,68 @@ def test_detector_only_without_tensorrt(tmp_path, monkeypatch):
     assert "detector engines NOT built" in res.output
     assert "--onnx=blazeface_full.onnx" in res.output and "--fp16" in res.output
     assert (tmp_path / "detector" / "blazeface_full.onnx.json").is_file()
+
+
+def _gate_command_parses(line):
+    """The `next:` line's hsst-gate command names a firmware config of this repository and parses."""
+    import shlex
+    from pathlib import Path
+
+    from hsst.runtime.cli import gate
+
+    command = line.split("next: ", 1)[1].split("   (", 1)[0]
+    args = shlex.split(command)
+    assert args[0] == "hsst-gate"
+    config = Path(__file__).resolve().parents[2] / args[args.index("--config") + 1]
+    assert config.is_file(), f"next: names {config}, which does not exist"
+    gate.make_context("hsst-gate", args[1:])
+
+
+def test_default_export_needs_no_data_and_next_line_runs(tmp_path, caplog):
+    # A new user's first command: the shipped model, no --data: the gate checks the bundled sample photo.
+    pytest.importorskip("skimage")
+    with caplog.at_level("WARNING", logger="hsst.export"):
+        res = run("-o", tmp_path)
+    assert res.exit_code == 0, res.output
+    meta = ModelMeta.load(tmp_path / "hsst-mobilefacenet-112.onnx.json")
+    assert meta.extra["parity"]["passed"] and meta.extra["parity"]["faces"] == 1
+    assert "bundled sample photo only" in caplog.text and "hsst-mask" in caplog.text
+    _gate_command_parses(next(line for line in res.output.splitlines() if line.startswith("next: ")))
+
+
+def test_data_of_photos_is_detected_and_aligned(tmp_path, probe_ckpt, lfw_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in sorted(lfw_dir.rglob("*.jpg"))[:6]:  # 250x250 LFW photos, not 112x112 crops
+        (photos / src.name).symlink_to(src)
+    (photos / "no_face.png").write_bytes(cv2.imencode(".png", np.full((200, 200), 128, np.uint8))[1].tobytes())
+    res = run("--weights", probe_ckpt, "--data", photos, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    meta = ModelMeta.load(tmp_path / "out" / "hsst-mobilefacenet-112.onnx.json")
+    assert meta.extra["parity"]["faces"] == 6  # the gray square has no face: skipped and reported
+
+
+def test_data_without_faces_says_how_to_make_crops(tmp_path, probe_ckpt):
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    cv2.imwrite(str(blank / "wall.png"), np.full((200, 300), 90, np.uint8))
+    res = run("--weights", probe_ckpt, "--data", blank, "-o", tmp_path / "out")
+    assert res.exit_code == EXIT_ERROR
+    assert "wall.png: no face found" in res.output and "hsst-mask --in PHOTOS --out faces/ --no-mask" in res.output
+    assert not (tmp_path / "out" / "hsst-mobilefacenet-112.onnx").exists()
+
+
+@pytest.mark.parametrize("engine, config", [
+    ("m.8.100300.gpu.fp16.engine", "jetson-orin-nano"), ("m.8.8502.gpu.fp16.engine", "jetson-xavier-nx"),
+    ("m.4.8201.gpu.fp16.engine", "jetson-nano")])
+def test_next_line_after_an_engine_names_that_jetsons_config(tmp_path, engine, config):
+    from pathlib import Path
+
+    from hsst.export.cli import _next_command
+    from hsst.export.exporter import Artifact, ExportResult
+
+    result = ExportResult()
+    result.artifacts.append(Artifact("engine", Path(engine), Path(engine + ".json")))
+    line = "next: " + _next_command(result, None)
+    assert f"firmware_configs/{config}.yaml" in line
+    _gate_command_parses(line)
