@@ -200,3 +200,51 @@ def test_next_line_after_an_engine_names_that_jetsons_config(tmp_path, engine, c
     line = "next: " + _next_command(result, None)
     assert f"firmware_configs/{config}.yaml" in line
     _gate_command_parses(line)
+
+
+# -- a given ONNX is checked before any work: loadable, and the model its sidecar describes ------------------------
+def _shipped_onnx():
+    from hsst.runtime.models import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
+
+    return ASSETS_MODELS / DEFAULT_EMBEDDING_ONNX
+
+
+def _given_onnx(tmp_path, data: bytes):
+    """``data`` as given.onnx beside a copy of the shipped model's sidecar."""
+    path = tmp_path / "given.onnx"
+    path.write_bytes(data)
+    sidecar_path(path).write_bytes(sidecar_path(_shipped_onnx()).read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("formats", [[], ["--format", "onnx-int8"], ["--trt"]])
+def test_broken_onnx_is_refused_for_every_format(tmp_path, face_dir, formats):
+    broken = _given_onnx(tmp_path, _shipped_onnx().read_bytes()[:1000])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, [str(a) for a in ["--weights", broken, "--data", face_dir, "-o", out, *formats]])
+    assert res.exit_code == EXIT_ERROR, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert "given.onnx is not a loadable ONNX model (InvalidProtobuf" in last and "Traceback" not in res.output
+    assert not any(out.iterdir())                             # no copy, no report, no sidecar
+
+
+def test_valid_onnx_with_nothing_to_write_is_an_error(tmp_path):
+    given = _given_onnx(tmp_path, _shipped_onnx().read_bytes())
+    res = run("--weights", given, "-o", tmp_path / "out")
+    assert res.exit_code == EXIT_ERROR, res.output
+    assert "already is an ONNX: --format onnx has nothing to write" in res.output and "OK" not in res.output
+
+
+def test_onnx_that_is_not_the_sidecars_model(tmp_path, face_dir):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 3, 64, 64])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["embedding"])], "wrong", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    given = _given_onnx(tmp_path, model.SerializeToString())
+    onnx.checker.check_model(onnx.load(str(given)))             # a valid ONNX, just not this model
+    res = run("--weights", given, "--format", "onnx-int8", "--data", face_dir, "-o", tmp_path / "out")
+    assert res.exit_code == EXIT_ERROR, res.output
+    assert "takes input(s) [[1, 3, 64, 64]], but its sidecar given.onnx.json says [1, 1, 112, 112]" in res.output
