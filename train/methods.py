@@ -20,6 +20,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from hsst.core.errors import ConfigError
+from hsst.core.registry import Registry
 from hsst.train.config import TrainConfig
 from hsst.train.distributed import DistContext
 from hsst.train.siamese import PrototypeQueue, ema_update, make_gallery_net
@@ -28,16 +29,16 @@ from hsst.train.losses import CosineClassifier, batch_negative_mask, create_loss
 logger = logging.getLogger(__name__)
 
 Batch = Tuple[torch.Tensor, ...]
-_METHODS: Dict[str, Type["TrainingMethod"]] = {}
+#: Training methods by name (``hsst``, ``plain``, ``plain-triplet``, ``distill``, ``pretrain``...).
+METHODS: Registry[type] = Registry("training method")
 
 
 def register_method(name: str) -> Callable[[Type["TrainingMethod"]], Type["TrainingMethod"]]:
+    """Class decorator registering a training method under ``name`` (also its ``name`` attribute)."""
+
     def decorate(cls: Type["TrainingMethod"]) -> Type["TrainingMethod"]:
-        if name in _METHODS:
-            raise ConfigError(f"training method {name!r} is already registered")
         cls.name = name
-        _METHODS[name] = cls
-        return cls
+        return METHODS.register(cls, name=name)
 
     return decorate
 
@@ -54,7 +55,7 @@ def method_key(config: TrainConfig) -> str:
 
 
 def create_method(config: TrainConfig, probe: nn.Module, ctx: "MethodContext") -> "TrainingMethod":
-    return _METHODS[method_key(config)](config, probe, ctx)
+    return METHODS.get(method_key(config))(config, probe, ctx)
 
 
 @dataclass
@@ -446,5 +447,5 @@ class CrossModalDistillMethod(DistillMethod):
 
 
 def method_names() -> List[str]:
-    return sorted(_METHODS)
+    return METHODS.names()
 

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
 from hsst.core.errors import ConfigError
 from hsst.core.image import to_gray
+from hsst.core.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
-_NIR_TRANSFORMS: Dict[str, Callable[..., Transform]] = {}
+#: NIR transform factories by name (``gray``, ``identity``, ``nir-sim``, ``nir-sim+mask``...).
+NIR_TRANSFORMS: Registry[Callable[..., Transform]] = Registry("NIR transform")
 #: Modules imported on a registry miss, so transforms registered there resolve without an explicit import.
 #: Registrations belong on the train side (``hsst`` itself never imports ``hsst.train``); add their module here.
 NIR_TRANSFORM_PROVIDERS: Tuple[str, ...] = ("hsst.train.data.synth_transforms",)
@@ -91,20 +93,12 @@ def register_nir_transform(name: str) -> Callable[[Callable[..., Transform]], Ca
     Raises:
         ConfigError: ``name`` is already registered to another factory.
     """
-
-    def decorator(factory: Callable[..., Transform]) -> Callable[..., Transform]:
-        existing = _NIR_TRANSFORMS.get(name)
-        if existing is not None and existing is not factory:
-            raise ConfigError(f"NIR transform {name!r} is already registered ({existing!r})")
-        _NIR_TRANSFORMS[name] = factory
-        return factory
-
-    return decorator
+    return NIR_TRANSFORMS.register(name=name)
 
 
 def available_nir_transforms() -> list:
     """Registered NIR transform names."""
-    return sorted(_NIR_TRANSFORMS)
+    return NIR_TRANSFORMS.names()
 
 
 def resolve_nir_transform(name: str, **kwargs) -> Transform:
@@ -117,7 +111,7 @@ def resolve_nir_transform(name: str, **kwargs) -> Transform:
     Raises:
         ConfigError: unknown name.
     """
-    if name not in _NIR_TRANSFORMS:
+    if name not in NIR_TRANSFORMS:
         for module in NIR_TRANSFORM_PROVIDERS:
             try:
                 importlib.import_module(module)
@@ -125,9 +119,7 @@ def resolve_nir_transform(name: str, **kwargs) -> Transform:
                 if exc.name is None or not module.startswith(exc.name):
                     raise
                 logger.debug("NIR transform provider %s not installed: %s", module, exc)
-    if name not in _NIR_TRANSFORMS:
-        raise ConfigError(f"unknown NIR transform {name!r}; available: {available_nir_transforms()}")
-    return _NIR_TRANSFORMS[name](**kwargs)
+    return NIR_TRANSFORMS.get(name)(**kwargs)
 
 
 register_nir_transform("gray")(GrayscaleNir)

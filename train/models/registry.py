@@ -13,54 +13,29 @@ A backbone is registered by decorating its constructor function; the function na
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, List
 
 from torch import nn
 
 from hsst.core.errors import ConfigError
+from hsst.core.registry import Registry
 from hsst.train.models.base import check_backbone_args
-
-_BACKBONES: Dict[str, Callable[..., nn.Module]] = {}
-_ALIASES: Dict[str, str] = {}
 
 BackboneFn = Callable[..., nn.Module]
 
+#: Backbone constructors by name (``mobilefacenet``, ``mobilefacenet_tf``, ``resnet50`` alias ``iresnet50``).
+BACKBONES: Registry[BackboneFn] = Registry("backbone")
 
-def register_backbone(fn: Optional[BackboneFn] = None, *, name: Optional[str] = None,
-                      aliases: Sequence[str] = ()) -> Union[BackboneFn, Callable[[BackboneFn], BackboneFn]]:
-    """Register a backbone constructor under its function name (or ``name``), with optional aliases.
-
-    Usable bare (``@register_backbone``) or with arguments (``@register_backbone(aliases=("x",))``).
-    """
-
-    def decorate(func: BackboneFn) -> BackboneFn:
-        key = (name or func.__name__).lower()
-        for k in (key, *[a.lower() for a in aliases]):
-            if k in _BACKBONES or k in _ALIASES:
-                raise ConfigError(f"backbone name {k!r} is already registered")
-        _BACKBONES[key] = func
-        for alias in aliases:
-            _ALIASES[alias.lower()] = key
-        return func
-
-    return decorate(fn) if fn is not None else decorate
+#: Register a backbone constructor under its function name (or ``name=``), with optional ``aliases=``; usable
+#: bare (``@register_backbone``) or called (``@register_backbone(aliases=("x",))``).
+register_backbone = BACKBONES.register
+#: Canonical registry name of a name or alias (any case); ConfigError listing the choices if unknown.
+resolve_backbone_name = BACKBONES.resolve
 
 
 def list_backbones(include_aliases: bool = False) -> List[str]:
     """Registered backbone names, sorted (aliases too when asked)."""
-    names = set(_BACKBONES)
-    if include_aliases:
-        names |= set(_ALIASES)
-    return sorted(names)
-
-
-def resolve_backbone_name(name: str) -> str:
-    """Canonical registry name of ``name`` (alias or name, any case); :class:`ConfigError` if unknown."""
-    key = str(name).lower()
-    key = _ALIASES.get(key, key)
-    if key not in _BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones(True))}")
-    return key
+    return BACKBONES.names(aliases=include_aliases)
 
 
 def create_backbone(name: str, input_size: int = 112, embedding_dim: Optional[int] = None, in_chans: int = 1,
@@ -81,7 +56,7 @@ def create_backbone(name: str, input_size: int = 112, embedding_dim: Optional[in
         ConfigError: unknown name, invalid size/channels or an option the backbone does not take.
     """
     key = resolve_backbone_name(name)
-    fn = _BACKBONES[key]
+    fn = BACKBONES.get(key)
     params = inspect.signature(fn).parameters
     if embedding_dim is None:
         embedding_dim = params["embedding_dim"].default

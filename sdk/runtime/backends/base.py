@@ -14,7 +14,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from hsst.core.errors import ConfigError, InputError
+from hsst.core.errors import InputError
+from hsst.core.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -124,25 +125,23 @@ def latency_percentiles(fn: Callable[[np.ndarray], object], x: np.ndarray, iters
             "iters": int(iters), "batch": int(x.shape[0]), "faces_per_s": float(x.shape[0] * 1e3 / times.mean())}
 
 
-_BACKENDS: Dict[str, Callable[..., Backend]] = {}
+#: Inference backends by name (``onnxruntime``, ``tensorrt``).
+BACKENDS: Registry[type] = Registry("backend")
 
 
 def register_backend(name: str) -> Callable[[type], type]:
-    """Class decorator registering a backend under ``name``."""
+    """Class decorator registering a backend under ``name`` (also its ``name`` attribute)."""
 
     def decorate(cls: type) -> type:
-        if name in _BACKENDS:
-            raise ConfigError(f"backend {name!r} is already registered")
         cls.name = name
-        _BACKENDS[name] = cls
-        return cls
+        return BACKENDS.register(cls, name=name)
 
     return decorate
 
 
 def list_backends() -> List[str]:
     """Registered backend names."""
-    return sorted(_BACKENDS)
+    return BACKENDS.names()
 
 
 def create_backend(name: str, model_path: Union[str, Path], **options) -> Backend:
@@ -155,6 +154,4 @@ def create_backend(name: str, model_path: Union[str, Path], **options) -> Backen
     # Import here so registering stays lazy and TensorRT is only imported when asked for.
     from hsst.runtime.backends import onnxruntime_backend, tensorrt_backend  # noqa: F401
 
-    if name not in _BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; available: {list_backends()}")
-    return _BACKENDS[name](model_path, **options)
+    return BACKENDS.get(name)(model_path, **options)

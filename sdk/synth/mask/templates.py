@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from hsst.core.errors import ConfigError
+from hsst.core.registry import Registry
 from hsst.face.mesh import canonical_vertices
 from hsst.synth.mask.uv import oval_outward_normals
 
@@ -265,17 +266,15 @@ def _paint_cloth(u, v, t, dist, style: MaskStyle, rng):
 
 # ------------------------------------------------------------------------------------------------ registry
 
-TEMPLATES: Dict[str, MaskTemplate] = {}
+#: Mask templates by name (``surgical``, ``kn95``, ``cloth``...).
+TEMPLATES: Registry[MaskTemplate] = Registry("mask type")
 
 
 def register_template(template: MaskTemplate) -> MaskTemplate:
     """Add a template to :data:`TEMPLATES` (name must be new)."""
-    if template.name in TEMPLATES:
-        raise ConfigError(f"mask template {template.name!r} is already registered")
     if template.material not in MATERIALS:
         raise ConfigError(f"template {template.name!r}: unknown material {template.material!r}")
-    TEMPLATES[template.name] = template
-    return template
+    return TEMPLATES.register(template, name=template.name)
 
 
 register_template(MaskTemplate(
@@ -308,9 +307,7 @@ register_template(MaskTemplate(
 
 def get_template(name: str) -> MaskTemplate:
     """Template by name; the error lists the known ones."""
-    if name not in TEMPLATES:
-        raise ConfigError(f"unknown mask type {name!r}; known: {sorted(TEMPLATES)}")
-    return TEMPLATES[name]
+    return TEMPLATES.get(name)
 
 
 def sample_style(template: MaskTemplate, rng: np.random.Generator,
