@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Union
@@ -20,6 +19,7 @@ from typing import Any, Iterator, List, Optional, Union
 import cv2
 import numpy as np
 
+from hsst.core.files import atomic_write_bytes
 from hsst.core.errors import DatasetError, ImageReadError, InputError
 from hsst.core.image import IMAGE_SUFFIXES, image_files, read_image
 from hsst.core.metadata import Preprocess
@@ -295,9 +295,7 @@ def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, ca
             return None
 
         def write_calibration_cache(self, cache: Any) -> None:
-            tmp = cache_path.with_name(cache_path.name + f".{os.getpid()}.tmp")
-            tmp.write_bytes(bytes(cache))
-            tmp.replace(cache_path)
+            atomic_write_bytes(cache_path, bytes(cache))
             logger.info("wrote INT8 calibration cache %s (%d faces)", cache_path, self.feed.count)
 
         def free(self) -> None:

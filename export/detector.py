@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from hsst.core.files import atomic_write_json
 from hsst.core.errors import ConfigError
 from hsst.core.metadata import sidecar_path
 from hsst.export.calibration import FaceImageFolder, fit_crop
@@ -47,11 +48,7 @@ def detector_sidecar(onnx_path: Path, manifest: Dict[str, Any], **facts: Any) ->
 
 
 def write_json(record: Dict[str, Any], model_path: Path) -> Path:
-    path = sidecar_path(model_path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(sidecar_path(model_path), record, sort_keys=True)
 
 
 def export_detector_onnx(out_dir: Path, names: Optional[Sequence[str]] = None) -> List[Tuple[Path, Path]]:

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from hsst.core.files import atomic_write_json
 from hsst.core.errors import ConfigError, HsstError, ModelError
 from hsst.core.metadata import ModelMeta, sidecar_path
 from hsst.export.calibration import MAKE_CROPS_HINT, FaceImageFolder, calibration_cache_path
@@ -613,6 +614,4 @@ def write_report(result: ExportResult, path: Path) -> None:
                            "size_mb": round(a.size_mb, 3),
                            "parity": a.parity.to_dict() if a.parity else None, "latency_ms": a.latency}
                           for a in result.artifacts]}
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, data)

@@ -14,28 +14,19 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 import importlib.metadata as _md
 import platform
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from hsst.core.errors import ModelError
+from hsst.core.files import file_sha256
 from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
 
 __all__ = ["file_sha256", "library_versions", "make_sidecar", "write_sidecar", "read_sidecar", "sidecar_path",
            "check_engine_compat", "failed_path", "check_onnx"]
 
 _LIBRARIES = ("hsst", "torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy", "opencv-python")
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    """Hex SHA-256 of a file (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def library_versions() -> Dict[str, str]:

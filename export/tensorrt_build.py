@@ -17,7 +17,6 @@ JSON sidecar. A timing cache per TensorRT version and GPU makes rebuilds fast.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import traceback
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
+from hsst.core.files import atomic_write_bytes
 from hsst.core.errors import ConfigError, ModelError
 from hsst.export.calibration import FaceImageFolder, make_entropy_calibrator
 from hsst.runtime.backends.cuda import CudaContext, cuda_device_name, import_tensorrt
@@ -209,10 +209,7 @@ def _save_timing_cache(config: Any, path: Optional[Path]) -> None:
     cache = config.get_timing_cache()
     if cache is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(cache.serialize()))
-    tmp.replace(path)
+    atomic_write_bytes(path, bytes(cache.serialize()))
 
 
 def layer_placement(network: Any, config: Any) -> dict:
@@ -274,10 +271,7 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], cfg
     if serialized is None:
         raise ModelError(f"TensorRT {version} failed to build an engine from {onnx_path} (see the TensorRT log "
                          "above); try a larger --workspace, --device gpu, or another precision")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(serialized)
-    tmp.replace(engine_path)
+    atomic_write_bytes(engine_path, serialized)
     name = cuda_device_name() or ""  # empty: check_engine_compat then checks the TensorRT version only
     if not name:
         logger.warning("could not read the CUDA device name (pycuda missing?); the sidecar records the TensorRT "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from hsst.core.files import atomic_write_json
 from hsst.core.config import coerce
 from hsst.core.errors import ConfigError
 from hsst.pretrained import PRETRAINED, is_pretrained_name
@@ -434,12 +435,7 @@ class TrainConfig:
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write as JSON, atomically (tmp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_json(path, self.to_dict(), sort_keys=True)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TrainConfig":

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from tqdm import tqdm
+from hsst.core.files import atomic_write_text
 
 LOG_NAME = "train_log.jsonl"
 TEXT_LOG_NAME = "train.log"
@@ -32,9 +32,7 @@ class JsonlLogger:
             self.path.write_text("", encoding="utf-8")
         else:
             kept = [r for r in read_jsonl(self.path) if int(r.get("iter", 0)) <= resume_from]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: Dict[str, Any]) -> None:

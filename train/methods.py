@@ -19,7 +19,6 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from hsst.core.errors import ConfigError
 from hsst.core.registry import Registry
 from hsst.train.config import TrainConfig
 from hsst.train.distributed import DistContext

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
+from hsst.core.files import atomic_write
 from hsst.core.errors import ConfigError, DatasetError
 from hsst.core.image import to_bgr
 from hsst.core.metadata import Preprocess
@@ -177,14 +178,10 @@ class DescriptorCache:
         self._table[key] = np.asarray(desc, dtype=np.float32).reshape(self.dim)
 
     def save(self) -> Path:
-        """Write atomically (tmp + os.replace)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.npz")
+        """Write atomically (:func:`hsst.core.files.atomic_write`)."""
         keys = np.array(sorted(self._table), dtype=np.str_)
         desc = np.stack([self._table[k] for k in keys]) if len(keys) else np.zeros((0, self.dim), np.float32)
-        np.savez(tmp, keys=keys, desc=desc)
-        os.replace(tmp, self.path)
-        return self.path
+        return atomic_write(self.path, lambda fh: np.savez(fh, keys=keys, desc=desc))
 
 
 def compute_targets(teacher: DlibTeacher, paths: Sequence[Path], load_crop: Callable[[Path], np.ndarray],

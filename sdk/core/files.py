@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Union
 
 PathLike = Union[str, Path]
 
@@ -47,3 +48,15 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> Path:
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """:func:`atomic_write` of ``data``."""
     return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """:func:`atomic_write` of ``text`` (UTF-8)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, value: Any, **dumps: Any) -> Path:
+    """:func:`atomic_write` of ``value`` as JSON and a final newline (``dumps``: :func:`json.dumps` options;
+    default ``indent=2``)."""
+    dumps.setdefault("indent", 2)
+    return atomic_write_text(path, json.dumps(value, **dumps) + "\n")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from hsst.core.files import atomic_write_json
 from hsst.core.alignment import TEMPLATE_112
 from hsst.core.errors import ModelError
 
@@ -101,11 +102,7 @@ class ModelMeta:
 
     def save(self, path: Path) -> Path:
         """Write the metadata as JSON (atomically: a killed process never leaves half a file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_json(path, self.to_dict(), sort_keys=True)
 
     @classmethod
     def load(cls, path: Path) -> "ModelMeta":

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from hsst.core.files import atomic_write_json
 from hsst.eval.metrics import format_far
 
 PathLike = Union[str, Path]
@@ -45,14 +46,8 @@ def _clean(value: Any) -> Any:
 
 def write_json(result: Dict[str, Any], path: PathLike) -> Path:
     """Write ``result`` as strict JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_clean(json.loads(json.dumps(result, default=_json_default))), indent=2, sort_keys=True,
-                      allow_nan=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, _clean(json.loads(json.dumps(result, default=_json_default))), sort_keys=True,
+                             allow_nan=False)
 
 
 def pct(value: Optional[float], std: Optional[float] = None) -> str:

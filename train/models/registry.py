@@ -13,7 +13,7 @@ A backbone is registered by decorating its constructor function; the function na
 from __future__ import annotations
 
 import inspect
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from torch import nn
 
