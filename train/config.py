@@ -23,10 +23,11 @@ from hsst.core.files import atomic_write_json
 from hsst.core.config import coerce
 from hsst.core.errors import ConfigError
 from hsst.pretrained import PRETRAINED, is_pretrained_name
+from hsst.train.losses import LOSS_NAMES
 from hsst.train.models import list_backbones, resolve_backbone_name
 
 METHODS = ("hsst", "plain", "pretrain", "distill")
-LOSSES = ("softmax", "am-softmax", "arc-softmax", "triplet")
+LOSSES = LOSS_NAMES  # read from the loss table, not repeated
 #: what ``--backbone`` accepts: the model registry's names and aliases (read, so a new backbone needs no edit here)
 BACKBONES = tuple(list_backbones(include_aliases=True))
 TEACHERS = ("dlib",) + tuple(sorted(PRETRAINED))

@@ -41,11 +41,27 @@ def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     if not 0.0 <= far <= 1.0:
         raise InputError(f"far must be within [0, 1], got {far}")
     imp = np.sort(_scores_1d(impostor, "impostor"))[::-1]
-    allowed = int(np.floor(far * imp.size + 1e-9))
-    if allowed >= imp.size:
-        return float(imp[-1])
-    # imp[allowed] is the first impostor that must be rejected; admit only scores strictly above it.
-    return float(np.nextafter(imp[allowed], np.inf))
+    return threshold_in_top(imp, imp.size, far)
+
+
+def threshold_in_top(top: np.ndarray, total: int, far: float) -> float:
+    """:func:`threshold_at_far` from the largest impostor scores only.
+
+    Args:
+        top: the largest impostor scores, descending (all of them, or as many as ``far`` needs).
+        total: how many impostor comparisons there were in all.
+        far: target false-accept rate.
+
+    Raises:
+        InputError: ``far`` needs more of the largest scores than ``top`` holds.
+    """
+    allowed = int(np.floor(far * total + 1e-9))
+    if allowed >= top.size:
+        if allowed < total:
+            raise InputError(f"FAR {far} needs more impostor scores than were kept; raise max_far")
+        return float(top[-1])
+    # top[allowed] is the first impostor that must be rejected; admit only scores strictly above it.
+    return float(np.nextafter(top[allowed], np.inf))
 
 
 def verification_rate(genuine: np.ndarray, impostor: np.ndarray, far: float) -> Tuple[float, float]:

@@ -12,7 +12,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hsst.core.errors import InputError
-from hsst.eval.metrics import DEFAULT_FARS, format_far
+from hsst.core.preprocess import l2_normalize
+from hsst.eval.metrics import DEFAULT_FARS, format_far, threshold_in_top
 
 HIST_BINS = np.linspace(-1.0, 1.0, 4001)
 #: Score given to the genuine comparisons of a probe without an embedding: below every cosine, always rejected.
@@ -34,11 +35,10 @@ def identity_templates(embeddings: np.ndarray, labels: np.ndarray):
     """
     embeddings = _check_embeddings(embeddings, "embeddings")
     labels = np.asarray(labels)
-    normed = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    normed = l2_normalize(embeddings, axis=1)
     identities = np.unique(labels)
-    templates = np.stack([normed[labels == i].mean(0) for i in identities])
-    templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), 1e-12)
-    return templates.astype(np.float32), identities
+    templates = l2_normalize(np.stack([normed[labels == i].mean(0) for i in identities]), axis=1)
+    return templates, identities
 
 
 @dataclass
@@ -53,12 +53,7 @@ class ScoreSummary:
     probe_ranks: np.ndarray
 
     def threshold_at_far(self, far: float) -> float:
-        allowed = int(np.floor(far * self.impostor_count + 1e-9))
-        if allowed >= self.impostor_top.size:
-            if allowed < self.impostor_count:
-                raise InputError(f"FAR {far} needs more impostor scores than were kept; raise max_far")
-            return float(self.impostor_top[-1])
-        return float(np.nextafter(self.impostor_top[allowed], np.inf))
+        return threshold_in_top(self.impostor_top, self.impostor_count, far)
 
     def verification_rate(self, far: float):
         t = self.threshold_at_far(far)
@@ -146,8 +141,7 @@ def score_all(probes: np.ndarray, probe_labels: np.ndarray, gallery: np.ndarray,
     missing = np.setdiff1d(probe_labels, gallery_labels)
     if missing.size:
         raise InputError(f"{missing.size} probe identities are not in the gallery, e.g. {missing[:3].tolist()}")
-    probes = probes / np.maximum(np.linalg.norm(probes, axis=1, keepdims=True), 1e-12)
-    gallery = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
+    probes, gallery = l2_normalize(probes, axis=1), l2_normalize(gallery, axis=1)
     identities, id_of_entry, per_identity = np.unique(gallery_labels, return_inverse=True, return_counts=True)
     # gallery columns grouped by identity, so the best entry per identity is one reduceat per chunk
     order = np.argsort(id_of_entry, kind="stable")

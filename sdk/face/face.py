@@ -6,6 +6,8 @@ from typing import Optional
 
 import numpy as np
 
+from hsst.core.preprocess import l2_normalize
+
 
 @dataclass
 class Face:
@@ -36,8 +38,7 @@ class Face:
         """The embedding scaled to unit L2 norm (None without an embedding)."""
         if self.embedding is None:
             return None
-        norm = np.linalg.norm(self.embedding)
-        return (self.embedding / max(norm, 1e-12)).astype(np.float32)
+        return l2_normalize(self.embedding)
 
     @property
     def area(self) -> float:
