@@ -284,23 +284,29 @@ class Trainer:
         else:
             logger.info("--init %s: %s", path, report)
 
+    def _sampler(self, cls: Callable, count: int):
+        """This process's batch sampler over ``count`` identities or images."""
+        cfg = self.config
+        try:
+            return cls(count, cfg.optim.batch_size, cfg.run.seed, self.dist.rank, self.dist.world_size)
+        except ConfigError as exc:  # "too few" may be because of what the scan left out: say what that was
+            raise ConfigError(f"{exc} ({self.index.report.summary()})") from None
+
     def _build_data(self) -> None:
         cfg = self.config
         loader = FaceLoader(self.preprocess.crop_size)
         augment = RandomHorizontalFlip() if cfg.data.augment else None
         nir_t = resolve_nir_transform(cfg.data.nir_transform)
         method = self.method
-        rank, world = self.dist.rank, self.dist.world_size
         if method.data_kind == "pairs":
             dataset: Dataset = PairDataset(self.index, loader, self.preprocess, nir_transform=nir_t,
                                            augment=augment, seed=cfg.run.seed)
-            self.sampler = IdentityBatchSampler(len(self.index.identities), cfg.optim.batch_size, cfg.run.seed,
-                                                rank, world)
+            self.sampler = self._sampler(IdentityBatchSampler, len(self.index.identities))
             collate: Callable = collate_pairs
         else:
             images = ImageDataset(self.index, loader, self.preprocess, nir_transform=nir_t, augment=augment,
                                   modalities=method.modalities, seed=cfg.run.seed)
-            self.sampler = ItemBatchSampler(len(images), cfg.optim.batch_size, cfg.run.seed, rank, world)
+            self.sampler = self._sampler(ItemBatchSampler, len(images))
             dataset, collate = images, collate_items
             if isinstance(method, DistillMethod):
                 self._prepare_teacher(images, loader)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Union
 
 import cv2
 import numpy as np
@@ -46,6 +46,44 @@ def read_image(path: Union[str, Path], min_side: int = 8) -> np.ndarray:
     if min(image.shape[:2]) < min_side:
         raise ImageReadError(f"image {path} is {image.shape[1]}x{image.shape[0]} px, smaller than {min_side} px")
     return image
+
+
+_JPEG, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+_PNG, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def _looks_complete(path: Path, size: int) -> bool:
+    """A cheap yes for the common formats: a JPEG, PNG or BMP that starts and ends as one does. No is no verdict."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        fh.seek(max(0, size - 64))
+        tail = fh.read()
+    if head.startswith(_JPEG):
+        return _JPEG_END in tail
+    if head.startswith(_PNG):
+        return tail.endswith(_PNG_END)
+    return head.startswith(b"BM") and int.from_bytes(head[2:6], "little") == size
+
+
+def image_problem(path: Union[str, Path]) -> Optional[str]:
+    """Why :func:`read_image` would fail on ``path``, or None; cheap for complete JPEG / PNG / BMP files.
+
+    Lets a dataset scan leave out corrupt, truncated and mislabelled files without decoding every image: only a
+    file that does not look complete (or is of another format) is decoded to decide.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty file (0 bytes)"
+        if _looks_complete(path, size):
+            return None
+        read_image(path)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    except ImageReadError as exc:
+        return str(exc)
+    return None
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

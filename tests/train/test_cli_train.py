@@ -84,3 +84,48 @@ def test_cli_resume_of_a_run_started_with_overwrite(tmp_path):
     run = json.loads(result.output)["run"]
     assert run["resume"] is True and run["overwrite"] is False
     assert json.loads(result.output)["optim"]["iters"] == 7  # the saved run's settings are kept
+
+
+# -- bad files are named as such, not as a batch size or a torch internal --------------------------------------------
+def _corrupt_identities(root, orl_dir, names):
+    """Identity folders whose images are all broken: garbage, a truncated real photo, a text file named .jpg."""
+    real = (orl_dir / "s1" / "1.pgm").read_bytes()
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 8)
+        (root / name / "2.pgm").write_bytes(real[: len(real) // 2])
+        (root / name / "3.jpg").write_text("a text file named .jpg")
+
+
+def test_cli_corrupt_images_are_not_counted_as_images(orl_dir, tmp_path):
+    data = tmp_path / "data"
+    _corrupt_identities(data, orl_dir, ["p1", "p2", "p3", "p4"])
+    res = CliRunner().invoke(main, ["--data", str(data), "--iters", "1", "--out", str(tmp_path / "o"), *TINY,
+                                    "--batch-size", "8"])
+    last = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 1 and "needs at least" not in res.output, res.output
+    assert last.startswith("no usable identity in") and "0 images" in last and "unreadable or corrupt image: 12" in last
+
+
+def test_cli_batch_size_error_says_what_the_scan_left_out(orl_dir, tmp_path):
+    data = tmp_path / "data"
+    _corrupt_identities(data, orl_dir, ["p1", "p2"])
+    for subject in ("s1", "s2"):
+        (data / subject).symlink_to(orl_dir / subject, target_is_directory=True)
+    res = CliRunner().invoke(main, ["--data", str(data), "--iters", "1", "--out", str(tmp_path / "o"), *TINY])
+    last = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 1, res.output
+    assert "4 identities" in last and "the dataset has 2" in last and "unreadable or corrupt image: 6" in last
+
+
+def test_cli_truncated_init_checkpoint(orl_dir, tmp_path):
+    from hsst.runtime.models import ASSETS_MODELS
+
+    truncated = tmp_path / "init.pt"
+    truncated.write_bytes((ASSETS_MODELS / "hsst-mobilefacenet-112.pt").read_bytes()[:100_000])
+    res = CliRunner().invoke(main, ["--data", str(orl_dir), "--init", str(truncated), "--iters", "1",
+                                    "--out", str(tmp_path / "o"), *TINY])
+    last = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 1, res.output
+    assert last == (f"Error: cannot read checkpoint {truncated}: the file is truncated (100000 bytes, no zip "
+                    "directory); re-copy or re-create it")

@@ -6,8 +6,9 @@
 * ``vis-folders``: VIS-only identity folders ``<root>/<identity>/<images>`` (LFW, AT&T/ORL); the NIR side is
   simulated NIR, made from the VIS images by the dataset's NIR transform.
 
-Scanning lists files and their sizes only (LFW's 13k files take well under a second); ``verify=True``
-decodes every image as well and skips the unreadable ones.
+Scanning lists the files and leaves out those :func:`hsst.core.image.image_problem` finds unreadable (empty,
+corrupt, truncated, not an image: a corrupt file is never counted as an image); it reads only the head and tail
+of a complete JPEG / PNG / BMP (LFW's 13k files in about a second). ``verify=True`` decodes every image as well.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from tqdm import tqdm
 
 from hsst.core.errors import ConfigError, DatasetError, ImageReadError
-from hsst.core.image import IMAGE_SUFFIXES, read_image
+from hsst.core.image import IMAGE_SUFFIXES, image_problem, read_image
 from hsst.train.data.records import NirVisIndex, ScanReport
 
 logger = logging.getLogger(__name__)
@@ -46,19 +47,22 @@ EXPECTED_LAYOUTS = """\
   image suffixes: """ + " ".join(IMAGE_SUFFIXES)
 
 
+def _layout_error(problem: str) -> DatasetError:
+    """The layouts hsst reads, then ``problem`` on the last line (where a command line shows it)."""
+    return DatasetError(f"hsst reads one of these layouts:\n{EXPECTED_LAYOUTS}\n{problem}")
+
+
 def _check_root(root: PathLike) -> Path:
     root = Path(root).expanduser()
     if not root.exists():
-        raise DatasetError(f"dataset root {root} does not exist; expected one of these layouts:\n{EXPECTED_LAYOUTS}")
+        raise _layout_error(f"dataset root {root} does not exist; check the path")
     if not root.is_dir():
-        raise DatasetError(f"dataset root {root} is not a folder; expected one of these layouts:\n{EXPECTED_LAYOUTS}")
+        raise _layout_error(f"dataset root {root} is not a folder; pass the folder that holds the identities")
     return root.resolve()
 
 
 def _empty_error(root: Path, layout: str, report: ScanReport) -> DatasetError:
-    return DatasetError(
-        f"no usable identity in {root} (read as layout {layout!r}): {report.summary()}.\n"
-        f"hsst reads one of these layouts:\n{EXPECTED_LAYOUTS}")
+    return _layout_error(f"no usable identity in {root} (read as layout {layout!r}): {report.summary()}")
 
 
 def _is_hidden(name: str) -> bool:
@@ -79,8 +83,20 @@ def _find_child_dir(folder: Path, name: str) -> Optional[Path]:
     return None
 
 
+def _readable(paths: Sequence[Path], report: ScanReport) -> List[Path]:
+    """The paths :func:`image_problem` passes; the others are reported as unreadable."""
+    good = []
+    for path in paths:
+        problem = image_problem(path)
+        if problem:
+            report.add(path, "unreadable", problem)
+        else:
+            good.append(path)
+    return good
+
+
 def _list_images(folder: Path, report: ScanReport) -> List[Path]:
-    """Image files directly in ``folder``, sorted; empty files and non-image files are reported."""
+    """Readable image files directly in ``folder``, sorted; unreadable and non-image files are reported."""
     images = []
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -89,11 +105,9 @@ def _list_images(folder: Path, report: ScanReport) -> List[Path]:
             path = Path(entry.path)
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 report.add(path, "not_an_image")
-            elif entry.stat().st_size == 0:
-                report.add(path, "unreadable", "empty file (0 bytes)")
             else:
                 images.append(path)
-    return sorted(images)
+    return _readable(sorted(images), report)
 
 
 def _verified(paths: Sequence[Path], report: ScanReport) -> List[Path]:
@@ -208,8 +222,7 @@ def index_casia(root: PathLike, fold: int, split: str = "train", min_images: int
     root = _check_root(root)
     protocols = _find_child_dir(root, "protocols")
     if protocols is None:
-        raise DatasetError(f"{root} has no protocols/ folder, so it is not a CASIA NIR-VIS 2.0 root; expected one "
-                           f"of these layouts:\n{EXPECTED_LAYOUTS}")
+        raise _layout_error(f"{root} has no protocols/ folder, so it is not a CASIA NIR-VIS 2.0 root")
     available = {p.name.lower(): p for p in protocols.iterdir() if p.is_file()}
     report = ScanReport(root=root, layout="casia")
     disk = _casia_disk_map(root, protocols)
@@ -230,10 +243,9 @@ def index_casia(root: PathLike, fold: int, split: str = "train", min_images: int
                 continue
             seen.add(path)
             tables[modality].setdefault(path.parent.name, []).append(path)
-    if verify:
-        for table in tables.values():
-            for identity in _progress(sorted(table), verify, "verifying CASIA images"):
-                table[identity] = _verified(table[identity], report)
+    for table in tables.values():
+        for identity in _progress(sorted(table), verify, "verifying CASIA images"):
+            table[identity] = (_verified if verify else _readable)(table[identity], report)
     nir: Dict[str, List[Path]] = {}
     vis: Dict[str, List[Path]] = {}
     for identity in sorted(set(tables["nir"]) | set(tables["vis"])):

@@ -102,11 +102,11 @@ def test_casia_test_split_gallery_and_probes(casia_tree):
     assert all(len(index.nir[i]) == 1 and index.nir[i][0].name == "002.bmp" for i in index.identities)
 
 
-def test_casia_verify_skips_corrupt_images(casia_tree):
+@pytest.mark.parametrize("verify", [False, True])
+def test_casia_skips_corrupt_images(casia_tree, verify):
     broken = casia_tree["root"] / "s1" / "NIR" / "10002" / "003.bmp"
     broken.write_bytes(b"BM not really a bitmap")
-    assert broken in index_casia(casia_tree["root"], fold=1).nir["10002"]
-    index = index_casia(casia_tree["root"], fold=1, verify=True)
+    index = index_casia(casia_tree["root"], fold=1, verify=verify)
     assert broken not in index.nir["10002"] and len(index.nir["10002"]) == 2
     assert [item.path for item in index.report.items("unreadable")] == [str(broken)]
 
@@ -134,17 +134,20 @@ def test_generic_tree_reports_each_problem(generic_tree, caplog):
         index = index_dataset(root)
     assert index.layout == "generic" and not index.synthetic_nir
     assert index.identities == generic_tree["good_ids"]
-    # Without verify the corrupt (non-empty) file is listed: it is found when decoded, at training time.
-    assert generic_tree["corrupt"] in index.nir["person01"]
+    # A corrupt file is never counted as an image, with or without verify (it would be a batch-size error later).
+    assert generic_tree["corrupt"] not in index.nir["person01"] and len(index.nir["person01"]) == 3
     report = index.report
-    assert report.counts == {"unreadable": 1, "empty_identity": 1, "one_modality": 1, "not_an_image": 1}
-    assert report.items("unreadable")[0].path == str(generic_tree["empty_file"])
+    assert report.counts == {"unreadable": 2, "empty_identity": 1, "one_modality": 1, "not_an_image": 1}
+    unreadable = {item.path: item.detail for item in report.items("unreadable")}
+    assert unreadable[str(generic_tree["empty_file"])] == "empty file (0 bytes)"
+    assert "cannot decode" in unreadable[str(generic_tree["corrupt"])]
     assert "person05" in report.items("empty_identity")[0].path
     assert "person06" in report.items("one_modality")[0].path
     summary = report.summary()
     assert "4 identities" in summary and "identity with images of only one modality" in summary
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"skipped {generic_tree['empty_file']}: unreadable or corrupt image (empty file (0 bytes))"]
+    assert f"skipped {generic_tree['empty_file']}: unreadable or corrupt image (empty file (0 bytes))" in warnings
+    assert len(warnings) == 2 and any(str(generic_tree["corrupt"]) in w for w in warnings)
     report.log()  # logged once: a second call adds nothing
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == warnings
 
