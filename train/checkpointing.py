@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -36,6 +38,42 @@ FORMAT_VERSION = 1
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> Path:
     """``torch.save`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
     return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def _not_a_checkpoint(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a ``torch.save`` file, from its first bytes and its zip directory; None if it may be."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == b"PK\x03\x04":  # torch >= 1.6 writes a zip archive; its directory is at the very end
+        return None if zipfile.is_zipfile(path) else f"the file is truncated ({size} bytes, no zip directory)"
+    if head[:1] == b"\x80":  # the legacy format: a pickle
+        return None
+    return f"not a PyTorch checkpoint (it starts with {head!r})"
+
+
+def torch_load(path: Union[str, Path], what: str, map_location: Any = "cpu", weights_only: bool = True) -> Any:
+    """``torch.load`` with one clear :class:`ModelError` for a missing, empty, truncated, corrupt or foreign file.
+
+    torch's own reasons (zip internals, the weights-only story) go to the debug log, not into the message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{what} not found: {path}")
+    problem = _not_a_checkpoint(path)
+    if problem:
+        raise ModelError(f"cannot read {what} {path}: {problem}; re-copy or re-create it")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
+        logger.debug("torch.load(%s) failed", path, exc_info=True)
+        if weights_only and isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            raise ModelError(f"{what} {path} holds pickled Python objects, which a weights-only load refuses; if the "
+                             "file is from a source you trust, load it with weights_only=False") from exc
+        raise ModelError(f"cannot read {what} {path}: the file is corrupt ({type(exc).__name__} while unpacking "
+                         "it); re-copy or re-create it") from exc
 
 
 def capture_rng_state() -> Dict[str, Any]:
@@ -82,11 +120,8 @@ def load_train_state(path: Union[str, Path], map_location: Any = "cpu") -> Dict[
     if not path.is_file():
         raise ModelError(f"no resume checkpoint at {path}; start without --resume, or point --out at the "
                          "folder of the run to continue")
-    try:
-        # the state holds numpy RNG arrays and Python tuples: our own file, so full unpickling is fine
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # truncated / corrupt files raise many different types
-        raise ModelError(f"cannot read resume checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    # the state holds numpy RNG arrays and Python tuples: our own file, so full unpickling is fine
+    state = torch_load(path, "resume checkpoint", map_location, weights_only=False)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ModelError(f"{path} is not an hsst training state (format {FORMAT!r})")
     if int(state.get("format_version", 0)) > FORMAT_VERSION:

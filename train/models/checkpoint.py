@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from hsst.train.checkpointing import atomic_torch_save
+from hsst.train.checkpointing import atomic_torch_save, torch_load
 from hsst.core.errors import ConfigError, ModelError
 from hsst.core.metadata import ModelMeta, Preprocess
 from hsst.train.models.base import unwrap_model
@@ -130,19 +130,6 @@ def save_probe_checkpoint(path: Union[str, Path], model: nn.Module, meta: ModelM
     return atomic_torch_save(payload, path)
 
 
-def _torch_load(path: Path, map_location: Any, what: str, weights_only: bool = True) -> Any:
-    if not path.is_file():
-        raise ModelError(f"{what} not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
-        hint = ("; if the file is from a source you trust and holds pickled Python objects, pass "
-                "weights_only=False") if weights_only and "weights_only" in str(exc).lower() else \
-            "; the file is truncated or not a PyTorch checkpoint, re-copy or re-create it"
-        raise ModelError(f"cannot read {what} {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                         f"{hint}") from exc
-
-
 def read_checkpoint_meta(path: Union[str, Path]) -> ModelMeta:
     """The metadata of a probe-net checkpoint, without building the model.
 
@@ -150,7 +137,7 @@ def read_checkpoint_meta(path: Union[str, Path]) -> ModelMeta:
         ModelError: missing or unreadable file, or not an hsst probe-net checkpoint.
     """
     path = Path(path)
-    ckpt = _torch_load(path, "cpu", "probe-net checkpoint")
+    ckpt = torch_load(path, "probe-net checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "meta" not in ckpt:
         raise ModelError(f"{path} is not an hsst probe-net checkpoint (no format={FORMAT!r})")
     return ModelMeta.from_dict(ckpt["meta"])
@@ -167,7 +154,7 @@ def load_probe_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> 
             newer format version.
     """
     path = Path(path)
-    ckpt = _torch_load(path, map_location, "probe-net checkpoint")
+    ckpt = torch_load(path, "probe-net checkpoint", map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(f"{path} is not an hsst probe-net checkpoint (no format={FORMAT!r}); for weights from "
                          "other projects create the backbone and use hsst.train.models.load_foreign_state_dict")
@@ -295,7 +282,7 @@ def load_foreign_state_dict(model: nn.Module, source: Union[str, Path, Mapping[s
     where = "state dict"
     if isinstance(source, (str, Path)):
         where = str(source)
-        source = _torch_load(Path(source), "cpu", "checkpoint", weights_only=weights_only)
+        source = torch_load(source, "checkpoint", weights_only=weights_only)
     src = {_strip_prefixes(k): v for k, v in _extract_state_dict(source, where).items()}
     target = model.state_dict()
     report = LoadReport()
