@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hsst.core.files import atomic_write_json
-from hsst.core.config import coerce
+from hsst.core.config import from_dict
 from hsst.core.errors import ConfigError
 from hsst.pretrained import PRETRAINED, is_pretrained_name
 from hsst.train.losses import LOSS_NAMES
@@ -483,17 +482,9 @@ class TrainConfig:
                               "run); differences from the checkpoint: " + "; ".join(diffs))
 
 
-def _section_from_dict(cls: type, values: Dict[str, Any], name: str) -> Any:
-    if isinstance(values, cls):
-        return values
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"unknown keys in config section {name!r}: {sorted(unknown)}; known: {sorted(known)}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{key: coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()})
+def _section_from_dict(cls: type, values: Any, name: str) -> Any:
+    """A config section: kept when already built, else read by the one config reader of hsst."""
+    return values if isinstance(values, cls) else from_dict(cls, values, name)
 
 
 def default_milestones(iters: int) -> List[int]:
