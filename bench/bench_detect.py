@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hsst.samples import shared_dir
 from hsst.core.image import IMAGE_SUFFIXES, read_image  # noqa: E402
 from hsst.face.detector import BlazeFaceDetector, MTCNNDetector  # noqa: E402
 
@@ -59,8 +60,7 @@ def time_detector(detector, frame: np.ndarray, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lfw", type=Path, default=Path(os.environ.get("HSST_SHARED", str(Path(__file__).resolve().parents[1].parent / "shared")))
-                        / "datasets" / "lfw")
+    parser.add_argument("--lfw", type=Path, default=shared_dir() / "datasets" / "lfw")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--face-size", type=int, default=160)
     args = parser.parse_args()

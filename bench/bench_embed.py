@@ -31,8 +31,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from hsst.samples import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("HSST_SHARED", ROOT.parent / "shared"))
+SHARED = shared_dir()
 
 
 def load_average() -> str:

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from hsst.samples import shared_dir
 from hsst.core.alignment import align_face  # noqa: E402
 from hsst.core.errors import ModelError  # noqa: E402
 from hsst.runtime.config import GateConfig  # noqa: E402
@@ -232,7 +233,7 @@ def bench_dlib(frames: List[np.ndarray], people) -> Optional[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="embedding model (.onnx with sidecar)")
-    parser.add_argument("--lfw", default=str(ROOT.parent / "shared" / "datasets" / "lfw"))
+    parser.add_argument("--lfw", default=str(shared_dir() / "datasets" / "lfw"))
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--dlib-frames", type=int, default=20)
     args = parser.parse_args()

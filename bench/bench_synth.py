@@ -25,6 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hsst.samples import shared_dir
 from hsst.core.image import read_image  # noqa: E402
 from hsst.synth.mask.quality import iter_images  # noqa: E402
 
@@ -97,8 +98,7 @@ def synthesis_only(files, n: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lfw", default=os.environ.get("HSST_SHARED", str(Path(__file__).resolve().parents[2]
-                                                                            / "shared")) + "/datasets/lfw")
+    parser.add_argument("--lfw", default=str(shared_dir() / "datasets" / "lfw"))
     parser.add_argument("--faces", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()

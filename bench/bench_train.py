@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from hsst.samples import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _default_data() -> Path:
-    shared = Path(os.environ.get("HSST_SHARED", ROOT.parent / "shared"))
-    return shared / "datasets" / "att_orl"
+    return shared_dir() / "datasets" / "att_orl"
 
 
 def run(method: str, loss: str, batch: int, args: argparse.Namespace, out: Path) -> dict:

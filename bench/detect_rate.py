@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hsst.samples import shared_dir
+
 logger = logging.getLogger("detect_rate")
 VARIANTS = ("color", "gray", "nir", "masked")
 MODELS = {"both": ("blazeface_full", "blazeface_short"), "blazeface_short": "blazeface_short",
@@ -318,8 +320,7 @@ def _records(results):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("HSST_SHARED", str(Path(__file__).resolve().parents[1].parent / "shared")))
-                        / "datasets" / "lfw")
+    parser.add_argument("--data", type=Path, default=shared_dir() / "datasets" / "lfw")
     parser.add_argument("--variant", choices=VARIANTS, default="color")
     parser.add_argument("--detector", choices=("blazeface", "mtcnn"), default="blazeface")
     parser.add_argument("--det-thresh", type=float, default=0.5)

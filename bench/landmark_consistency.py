@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from hsst.samples import shared_dir
 from hsst.core.alignment import estimate_alignment, reference_points, transform_points
 from hsst.core.image import read_image
 from hsst.face.detector import BlazeFaceDetector
@@ -33,8 +33,7 @@ def centre_face(kps: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lfw", type=Path, default=Path(os.environ.get("HSST_SHARED", str(Path(__file__).resolve().parents[1].parent / "shared")))
-                        / "datasets" / "lfw")
+    parser.add_argument("--lfw", type=Path, default=shared_dir() / "datasets" / "lfw")
     parser.add_argument("--num", type=int, default=40)
     parser.add_argument("--angle", type=float, default=10.0)
     parser.add_argument("--scale", type=float, default=1.3)

@@ -1,11 +1,14 @@
-"""Sample photos for demos and smoke tests, found through installed packages' metadata (never downloaded).
+"""Sample data for demos, tests, benchmarks and tools, never downloaded.
 
-The one face photo used is ``astronaut.png`` of scikit-image (NASA portrait of Eileen Collins, public domain),
-which ships inside the scikit-image wheel (``pip install hsst[examples]``).
+* :func:`sample_face_path`: ``astronaut.png`` of scikit-image (NASA portrait of Eileen Collins, public domain),
+  found through the installed wheel's metadata (``pip install hsst[examples]``).
+* :func:`shared_dir`: the shared data folder (LFW, AT&T/ORL...) that tests, ``bench/`` and ``tools/`` read in place:
+  ``$HSST_SHARED``, else ``shared`` beside the repository.
 """
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import os
 from pathlib import Path
 
 from hsst.core.errors import ConfigError
@@ -34,3 +37,12 @@ def sample_face_path(identity: str = "Eileen_Collins") -> Path:
             if path.is_file():
                 return path
     raise ConfigError(f"{file_name} not found in the installed {dist_name} ({dist.version}); reinstall it")
+
+
+def shared_dir() -> Path:
+    """The shared data folder: ``$HSST_SHARED``, else ``shared`` beside the repository this package was
+    installed from (editable install), else ``../shared`` from the working directory. It may not exist."""
+    if os.environ.get("HSST_SHARED"):
+        return Path(os.environ["HSST_SHARED"])
+    repo = next((p for p in Path(__file__).resolve().parents if (p / "setup.py").is_file()), None)
+    return (repo.parent if repo is not None else Path.cwd().parent) / "shared"

@@ -6,13 +6,14 @@ reason when it is absent.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
 
+from hsst.samples import shared_dir as shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("HSST_SHARED", ROOT.parent / "shared"))
+SHARED = shared_data_dir()
 
 
 def _has_module(name: str) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hsst.samples import shared_dir
 from hsst.core.image import read_image
 from hsst.face.models import create_session, package_file
 
@@ -41,7 +42,7 @@ def _interpreter(path: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "lfw")
+    parser.add_argument("--data", type=Path, default=shared_dir() / "datasets" / "lfw")
     parser.add_argument("--num", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

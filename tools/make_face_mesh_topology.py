@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from hsst.samples import shared_dir
 from hsst.core.alignment import similarity_transform
 from hsst.core.image import read_image
 from hsst.face.mesh import (FACE_OVAL, LEFT_EYE_CONTOUR, NOSE_TIP, RIGHT_EYE_CONTOUR, FaceMesh, MeshRoi,
@@ -85,7 +86,7 @@ def triangulate(canonical: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "lfw")
+    parser.add_argument("--data", type=Path, default=shared_dir() / "datasets" / "lfw")
     parser.add_argument("--num", type=int, default=300)
     parser.add_argument("--max-yaw", type=float, default=0.04)
     parser.add_argument("--out", type=Path, default=ASSETS)
