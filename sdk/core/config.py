@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Any, Dict, List, Union
 
 from hsst.core.errors import ConfigError
@@ -87,3 +88,27 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(names)}")
     return cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def read_mapping(path: Union[str, Path]) -> Dict[str, Any]:
+    """The mapping a YAML (or JSON) file holds; a one-line :class:`ConfigError` for a file that is unreadable,
+    binary, malformed or holds no mapping (a command line shows the last line of an error)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; a configuration is YAML or JSON text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"cannot parse {path}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must contain a mapping at the top level, got {type(data).__name__}")
+    return data

@@ -112,8 +112,9 @@ class ModelMeta:
                              "which writes this sidecar beside the model file")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"cannot read model metadata {path}: {exc}") from exc
+        except (OSError, ValueError) as exc:  # ValueError: JSON syntax, or bytes that are not text at all
+            raise ModelError(f"cannot read model metadata {path}: {exc}; re-export the model with hsst-export, "
+                             "which writes this sidecar") from exc
         return cls.from_dict(data)
 
     def threshold_for_far(self, far: float) -> Optional[float]:

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-import yaml
-
-from hsst.core.config import from_dict
+from hsst.core.config import from_dict, read_mapping
 from hsst.core.errors import ConfigError
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -368,12 +366,7 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[Dict[st
         where = str(path)
         if not path.is_file():
             raise ConfigError(f"configuration file not found: {path}; see firmware_configs/ for examples")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot parse {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must contain a mapping at the top level")
+        data = read_mapping(path)
     for dotted, value in (overrides or {}).items():
         node = data
         parts = dotted.split(".")

@@ -34,3 +34,17 @@ def test_to_input_gray_and_rgb():
 def test_to_input_rejects_wrong_size():
     with pytest.raises(InputError, match="expects 112x112"):
         to_input([np.zeros((100, 100), np.uint8)], Preprocess())
+
+
+@pytest.mark.parametrize("make", [
+    lambda shipped, photo: photo.read_bytes(),                          # binary: not even text
+    lambda shipped, photo: shipped.read_bytes()[: len(shipped.read_bytes()) // 2],  # truncated JSON
+])
+def test_unreadable_sidecar_is_a_model_error(tmp_path, lfw_dir, make):
+    from hsst.runtime.models import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
+
+    shipped = sidecar_path(ASSETS_MODELS / DEFAULT_EMBEDDING_ONNX)
+    path = tmp_path / "model.onnx.json"
+    path.write_bytes(make(shipped, lfw_dir / "AJ_Cook" / "AJ_Cook_0001.jpg"))
+    with pytest.raises(ModelError, match="cannot read model metadata .*; re-export the model with hsst-export"):
+        ModelMeta.load(path)

@@ -111,3 +111,19 @@ def test_bad_configs(tmp_path, text, message):
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/gate.yaml")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda photo, cfg: photo.read_bytes(), "is not a text file; a configuration is YAML or JSON text"),
+    (lambda photo, cfg: cfg.read_bytes()[:cfg.read_bytes().index(b'uri: "') + 7],  # cut inside a quoted value
+     r"cannot parse .*gate.yaml: found unexpected end of stream at line \d+, column \d+$"),
+    (lambda photo, cfg: b"source: [0\n", r"cannot parse .*: expected ',' or '\]', but got '<stream end>' at line 2"),
+])
+def test_unreadable_config_files_give_one_line(tmp_path, lfw_dir, make, message):
+    """A photo passed as --config, a truncated YAML: one line naming the file and the place, no traceback."""
+    path = tmp_path / "gate.yaml"
+    laptop = next(c for c in CONFIGS if c.stem == "laptop-cpu")
+    path.write_bytes(make(lfw_dir / "AJ_Cook" / "AJ_Cook_0001.jpg", laptop))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
