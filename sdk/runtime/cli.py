@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 from typing import Any, Dict, Optional, Tuple
 
 import click
@@ -122,16 +121,16 @@ def identify(config_path: str, model: Optional[str], enroll: Optional[str], allo
     """Identify the faces of single IMAGES; one JSON object per image on stdout."""
     _setup_logging(log_level)
     pipeline = _pipeline(config_path, _overrides(None, model, enroll, None), allow_empty)
-    failed = 0
+    failed = []
     try:
         for path in images:
             try:
                 faces = pipeline.identify(read_image(path))
                 click.echo(json.dumps({"image": path, "faces": faces}))
             except HsstError as exc:
-                failed += 1
+                failed.append(str(exc))
                 click.echo(json.dumps({"image": path, "error": str(exc)}))
     finally:
         pipeline.close()
-    if failed:
-        sys.exit(1)
+    if failed:  # the JSON lines say which; stderr says that some failed, for whoever reads only the exit
+        raise click.ClickException(f"{len(failed)} of {len(images)} image(s) failed, e.g. {failed[0]}")

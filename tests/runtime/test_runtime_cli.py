@@ -30,10 +30,11 @@ def test_identify_json(setup, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
     result = CliRunner().invoke(identify, ["--config", str(config), "--enroll", str(enrol), str(files[0]), str(bad)])
-    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert result.exit_code == 1                       # one image failed
     assert lines[0]["faces"][0]["identity"] == name and lines[0]["faces"][0]["accepted"]
     assert "cannot decode" in lines[1]["error"]
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: 1 of 2 image(s) failed, e.g. cannot decode")
 
 
 def test_gate_on_video_file(setup, tmp_path):
