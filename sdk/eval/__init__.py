@@ -1,4 +1,6 @@
-"""Evaluation: metrics (Rank-1, CMC, VR@FAR, ROC, threshold table), protocols, ``hsst-eval`` and the study.
+"""Evaluation: metrics (Rank-1, CMC, VR@FAR, ROC, threshold table), protocols and ``hsst-eval``.
+
+The reproduction study that drives these (``tools/study.py``) is repository tooling, not part of the package.
 
 Example::
 

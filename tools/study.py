@@ -1,10 +1,16 @@
 """The reproduction study (the paper's Tables I and II on LFW with simulated NIR and synthesized masks).
 
-Three commands::
+Research tooling of this repository, not part of the ``hsst`` package (it needs ``hsst[train]`` installed and
+reads the repository's ``docs/study`` split files). Three commands, from the repository root::
 
-    python -m hsst.eval.study split  --lfw DIR --out docs/study/lfw_split.json     # once; committed
-    python -m hsst.eval.study run    --out runs/study [--iters N] [--seeds 0,1] [--only PATTERNS]
-    python -m hsst.eval.study report --runs runs/study --out docs/RESULTS.md [--ablations runs/val]
+    python tools/study.py split  --lfw DIR [--out docs/study/lfw_split.json]     # once; committed
+    python tools/study.py run    --out runs/study [--iters N] [--seeds 0,1] [--only PATTERNS]
+    python tools/study.py report --runs runs/study --out docs/RESULTS.md [--ablations runs/val]
+
+Paths: the repository is this file's folder's parent (``REPO``); ``--split`` and ``split --out`` default to the
+repository's ``docs/study/lfw_split.json``; ``run --out`` / ``report --runs`` are relative to the current folder;
+``report`` writes only the ``--out`` it is given. Training runs as ``python -m hsst.train.cli`` subprocesses in
+the current folder.
 
 Design:
 
@@ -41,14 +47,22 @@ import click
 import numpy as np
 
 from hsst.core.errors import ConfigError, DatasetError, HsstError
+from hsst.core.files import atomic_write_json, atomic_write_text, file_sha256
 from hsst.core.image import IMAGE_SUFFIXES
+from hsst.train.losses import LOSS_NAMES  # the study trains models: it needs hsst[train] (torch)
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("tools.study")
 
-REPO = Path(__file__).resolve().parents[2]
+#: The repository this tool belongs to (``tools/study.py`` -> the repository root).
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPLIT = REPO / "docs" / "study" / "lfw_split.json"
 DEFAULT_LFW = Path(os.environ.get("HSST_SHARED", REPO.parent / "shared")) / "datasets" / "lfw"
-LOSSES = ("softmax", "am-softmax", "arc-softmax", "triplet")
+#: How the study's commands are written (on the report page, in split files and messages).
+COMMAND = "python tools/study.py"
+#: The command before the driver moved out of the package (``created_with`` of the committed split files,
+#: ``study.json`` command records); shown as :data:`COMMAND`, which takes the same arguments.
+_LEGACY_COMMAND = "python -m hsst.eval.study"
+LOSSES = LOSS_NAMES  # read from the loss table, not repeated
 METHODS = ("plain", "hsst")
 TRAIN_DATA = ("nonmasked", "masked")
 #: Probe sets every model is evaluated on: name -> (nir_sim, mask).
@@ -104,7 +118,7 @@ def make_split(lfw: Path, n_test: int = 180, min_test_images: int = 5, min_train
     n_probes = sum(min(len(images[i]) - 1, max_probes) for i in test)
     split = {
         "dataset": "lfw (deep-funneled, this project's shared copy)",
-        "created_with": f"python -m hsst.eval.study split --n-test {n_test} --seed {seed} --max-probes {max_probes}",
+        "created_with": f"{COMMAND} split --n-test {n_test} --seed {seed} --max-probes {max_probes}",
         "seed": seed,
         "dataset_fingerprint": dataset_fingerprint(Path(lfw)),
         "test": {"rule": f"seeded sample of identities with >= {min_test_images} images",
@@ -125,7 +139,7 @@ def make_split(lfw: Path, n_test: int = 180, min_test_images: int = 5, min_train
 def load_split(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"study split not found: {path}; write it with python -m hsst.eval.study split")
+        raise DatasetError(f"study split not found: {path}; write it with {COMMAND} split")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -280,12 +294,13 @@ class Study:
             return {"command": shlex.join(cmd), "dry_run": True}
         started = time.time()
         with open(run_dir / "train_stdout.log", "a", encoding="utf-8") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+            # in the current folder, like this process: relative --out / --init / data paths mean the same to both
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             raise HsstError(f"training {run_dir.name} failed (exit {proc.returncode}); see {run_dir}/train_stdout.log")
         record = {"command": shlex.join(cmd), "iters": iters, "seconds": round(time.time() - started, 1),
                   "checkpoint": str(run_dir / "probe_net.pt"), "finished": _now()}
-        done.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_json(done, record)
         return record
 
     def init_checkpoint(self, trees: Dict[str, Path]) -> Path:
@@ -339,9 +354,7 @@ class Study:
             return
         evals = self.evaluate(checkpoint, run_dir)
         record = {**meta, "train": train, "checkpoint": str(checkpoint), "eval": evals, "finished": _now()}
-        tmp = result_path.with_name("result.json.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        tmp.replace(result_path)
+        atomic_write_json(result_path, record, sort_keys=True)
         m = evals["masked"]["summary"]
         logger.info("%s: masked Rank-1 %.2f%%, VR@0.1%% %.2f%%", run_dir.name, 100 * m["rank1"]["mean"],
                     100 * m["vr@far=0.001"]["mean"])
@@ -354,9 +367,8 @@ class Study:
         invocations = record.get("invocations", [])
         if not invocations or invocations[-1] != sys.argv:
             invocations.append(list(sys.argv))
-        record_path.write_text(json.dumps({"config": asdict(self.cfg), "invocations": invocations,
-                                           "split_sha256": _sha256(self.split_path), "updated": _now()},
-                                          indent=2) + "\n")
+        atomic_write_json(record_path, {"config": asdict(self.cfg), "invocations": invocations,
+                                        "split_sha256": file_sha256(self.split_path), "updated": _now()})
 
     def run(self) -> List[str]:
         """Everything not done yet; returns the names of the runs that have results."""
@@ -405,10 +417,6 @@ class Study:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # =================================================================================================== report
@@ -483,7 +491,12 @@ def _result_options(*arg_strings: str) -> str:
 
 def _study_commands(study: Dict[str, Any]) -> List[str]:
     """The ``run`` command lines recorded in a ``study.json``, in order."""
-    return [f"python -m hsst.eval.study {shlex.join(argv[1:])}" for argv in study.get("invocations", [])]
+    return [f"{COMMAND} {shlex.join(argv[1:])}" for argv in study.get("invocations", [])]
+
+
+def _current_command(command: str) -> str:
+    """A recorded study command as it runs now (the driver moved from ``hsst.eval.study`` to this tool)."""
+    return COMMAND + command[len(_LEGACY_COMMAND):] if command.startswith(_LEGACY_COMMAND + " ") else command
 
 
 def _init_strength(result: Dict[str, Any]) -> Optional[str]:
@@ -532,7 +545,8 @@ def render_ablations(ablations_dir: Path) -> List[str]:
 
 def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = None,
                    notes: Optional[Path] = None, ablations: Optional[Path] = None) -> str:
-    """Regenerate docs/RESULTS.md from the finished runs (tables, commands, fingerprints, plots)."""
+    """Write the results page ``out_md`` (docs/RESULTS.md) from the finished runs (tables, commands,
+    fingerprints, plots)."""
     from hsst.eval.report import plot_roc
 
     runs_dir = Path(runs_dir)
@@ -549,7 +563,7 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
              "masked probes carry **synthesized masks** (hsst.synth.mask); no NIR camera image is involved. "
              "Gallery images are the VIS photos. Numbers are percentages; `±` is the sample standard deviation "
              "over seeds (n = number of seeds; for n = 2 it is the seeds' difference / sqrt 2).", "",
-             "Regenerate this page: `python -m hsst.eval.study report --runs " + str(runs_dir) + " --out " +
+             f"Regenerate this page: `{COMMAND} report --runs " + str(runs_dir) + " --out " +
              _shown(out_md) + (f" --notes {_shown(notes)}" if notes else "")
              + (f" --ablations {ablations}" if ablations else "") + "`", ""]
     planned = [spec.name for spec in plan_runs(cfg.get("seeds", [0, 1]), cfg.get("all_seeds", False))]
@@ -560,7 +574,7 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
     lines += ["## Data", "",
               f"- LFW fingerprint (sha256 over identity, file, size): `{split['dataset_fingerprint']}`",
               f"- split: `{_shown(cfg.get('split', DEFAULT_SPLIT))}` (sha256 `{study.get('split_sha256', '?')}`), made with "
-              f"`{split['created_with']}`",
+              f"`{_current_command(split['created_with'])}`",
               f"- test: {split['test']['count']} identities ({split['test']['rule']}); gallery "
               f"{split['test']['gallery_images']} VIS images; probes {split['test']['probe_images']} images "
               f"({split['test']['probes']})",
@@ -652,8 +666,7 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
     lines += ["", "Per-run evaluation reports (JSON with every number, model sha256, dataset fingerprint, markdown, "
               "ROC PNG) are in `" + str(runs_dir) + "/runs/<run>/eval/`.", ""]
     text = "\n".join(lines)
-    Path(out_md).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_md).write_text(text, encoding="utf-8")
+    atomic_write_text(out_md, text)
     return text
 
 
@@ -666,7 +679,8 @@ def main() -> None:
 
 @main.command("split")
 @click.option("--lfw", type=click.Path(file_okay=False, exists=True), default=str(DEFAULT_LFW), show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=str(DEFAULT_SPLIT), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=str(DEFAULT_SPLIT), show_default=True,
+              help="The split file to write (default: the repository's committed split).")
 @click.option("--n-test", type=int, default=180, show_default=True, help="Test identities (>= 5 images each).")
 @click.option("--max-probes", type=int, default=10, show_default=True, help="Probes per test identity.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -682,8 +696,7 @@ def split_cmd(lfw: str, out: str, n_test: int, max_probes: int, seed: int, exclu
     split = make_split(Path(lfw), n_test=n_test, max_probes=max_probes, seed=seed, exclude=exclude)
     if exclude:
         split["created_with"] += f" --exclude-test-of {exclude_test_of}"
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
+    atomic_write_json(out, split, indent=1)
     click.echo(f"test {split['test']['count']} identities ({split['test']['probe_images']} probes), train "
                f"{split['train']['count']} identities ({split['train']['images']} images), pretrain "
                f"{split['pretrain']['count']} identities ({split['pretrain']['images']} images) -> {out}")
@@ -730,14 +743,15 @@ def run_cmd(seeds: str, **options) -> None:
 
 @main.command("report")
 @click.option("--runs", "runs_dir", default="runs/study", show_default=True, type=click.Path(file_okay=False))
-@click.option("--out", default=str(REPO / "docs" / "RESULTS.md"), show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The page to write, e.g. docs/RESULTS.md (written only when named here).")
 @click.option("--plots", type=click.Path(file_okay=False), help="Folder of the plots.  [default: <out dir>/study]")
 @click.option("--notes", type=click.Path(dir_okay=False, exists=True),
               help="Markdown file included as the page's 'Notes' section (choices made, what is left).")
 @click.option("--ablations", type=click.Path(file_okay=False, exists=True),
               help="Folder of validation-split studies, one per setting (run with --split of a validation split).")
 def report_cmd(runs_dir: str, out: str, plots: Optional[str], notes: Optional[str], ablations: Optional[str]) -> None:
-    """Regenerate docs/RESULTS.md from the finished runs."""
+    """Write the results page (docs/RESULTS.md when --out names it) from the finished runs."""
     try:
         render_results(Path(runs_dir), Path(out), Path(plots) if plots else None,
                        notes=Path(notes) if notes else None, ablations=Path(ablations) if ablations else None)

@@ -1,9 +1,16 @@
-"""The study driver's plumbing on a tiny ORL configuration (2 iterations, 64 px, pretrain + one HSST run)."""
+"""The study driver (tools/study.py): its plumbing on a tiny ORL configuration (2 iterations, 64 px, pretrain +
+one HSST run), its command line, and that it stays out of the ``hsst`` package."""
+import importlib.util
 import json
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from hsst.eval.study import (Study, StudyConfig, make_split, plan_runs, pretrain_identities, render_results)
+from study import Study, StudyConfig, make_split, plan_runs, pretrain_identities, render_results
 
 
 def test_split_is_deterministic_and_disjoint(orl_dir):
@@ -27,10 +34,11 @@ def test_plan_runs_tables_and_seeds():
 
 
 @pytest.mark.slow
-def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
+def test_study_runs_resumes_and_reports(orl_dir, tmp_path, monkeypatch):
     split = tmp_path / "split.json"
     split.write_text(json.dumps(make_split(orl_dir, n_test=8, max_probes=2, seed=0)))
-    out = tmp_path / "study"
+    monkeypatch.chdir(tmp_path)  # a relative --out is relative to the current folder, for the training runs too
+    out = Path("study")
     cfg = StudyConfig(out=str(out), lfw=str(orl_dir), split=str(split), iters=2, pretrain_iters=2, seeds=[0],
                       only="pretrain,hsst-softmax-masked-s0", common_args="--input-size 64 --batch-size 4",
                       pretrain_args="--loss softmax", train_args="--queue-size 8", plain_transform="gray",
@@ -71,12 +79,14 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path):
     assert "trained outside the study" in ext_text and "## Notes\n\nChosen before any test result." in ext_text
     text = render_results(out, tmp_path / "RESULTS.md")
     assert "simulated NIR" in text and "| softmax, HSST |" in text and "roc_masked.png" in text
+    assert "made with `python tools/study.py split --n-test 8 --seed 0 --max-probes 2`" in text
+    assert "Regenerate this page: `python tools/study.py report --runs study --out " in text
     assert "**In progress:** 1 of 10 planned" in text  # --only ran 1 run of the plan
     assert (tmp_path / "study" / "roc_masked.png").is_file()
 
     # a validation-split ablation folder: one study per setting, rendered as one table with its commands
     (tmp_path / "val").mkdir()
-    (tmp_path / "val" / "queue8").symlink_to(out, target_is_directory=True)
+    (tmp_path / "val" / "queue8").symlink_to(out.resolve(), target_is_directory=True)
     (tmp_path / "val" / "ext_init").symlink_to(tmp_path / "ext", target_is_directory=True)
     text = render_results(out, tmp_path / "RESULTS.md", ablations=tmp_path / "val")
     assert "## Validation-split ablations" in text and "--ablations" in text
@@ -100,7 +110,7 @@ def test_validation_split_never_touches_the_test_identities(orl_dir):
 
 
 def test_spread_is_the_sample_standard_deviation():
-    from hsst.eval.study import _mean_spread
+    from study import _mean_spread
 
     stat = _mean_spread([0.40, 0.44])
     assert stat["n"] == 2 and abs(stat["mean"] - 0.42) < 1e-12 and abs(stat["std"] - 0.04 / 2 ** 0.5) < 1e-12
@@ -108,7 +118,74 @@ def test_spread_is_the_sample_standard_deviation():
 
 def test_ablations_without_finished_runs_is_a_clear_error(tmp_path):
     from hsst.core.errors import DatasetError
-    from hsst.eval.study import render_ablations
+    from study import render_ablations
 
     with pytest.raises(DatasetError, match="no finished ablation runs"):
         render_ablations(tmp_path)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_commands_shown_for_the_committed_splits_are_the_tool():
+    """The committed split files were written by the driver before it left the package; the page shows the
+    command as it runs now (the same arguments), and the files themselves (and their sha256) stay as they are."""
+    from study import _current_command
+
+    for name in ("lfw_split.json", "lfw_val_split.json"):
+        made = json.loads((ROOT / "docs" / "study" / name).read_text())["created_with"]
+        assert _current_command(made) == "python tools/study.py " + made.split(" ", 3)[3]
+    assert _current_command("python tools/study.py split --seed 1") == "python tools/study.py split --seed 1"
+
+
+def test_the_command_line_runs_from_the_repository_root(tmp_path):
+    """``python tools/study.py`` works from a clone; ``report`` writes only the ``--out`` it is named."""
+    result = subprocess.run([sys.executable, "tools/study.py", "-h"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and all(c in result.stdout for c in ("split", "run", "report")), result.stderr
+
+    from click.testing import CliRunner
+    from study import main
+
+    result = CliRunner().invoke(main, ["report", "--runs", str(tmp_path)])
+    assert result.exit_code == 2 and "Missing option '--out'" in result.output  # never docs/RESULTS.md by default
+
+
+def test_every_study_command_in_the_docs_is_the_tool():
+    """docs/, README and the model card name ``python tools/study.py <command>`` with a command it has."""
+    from study import main
+
+    pages = [ROOT / "README.md", ROOT / "sdk" / "assets" / "models" / "MODEL_CARD.md", *(ROOT / "docs").rglob("*.md")]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "hsst.eval.study" not in text, page
+        for command in re.findall(r"python tools/study\.py (\S+)", text):
+            assert command in main.commands, (page, command)
+
+
+def test_the_study_is_not_in_the_package(monkeypatch):
+    """Research tooling stays out of the wheel: no ``hsst.eval.study``, no ``tools`` package in setup.py, and no
+    package module imports the tool."""
+    import setuptools
+
+    assert importlib.util.find_spec("hsst.eval.study") is None
+    with pytest.raises(ModuleNotFoundError):
+        __import__("hsst.eval.study")
+
+    setup_kwargs = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: setup_kwargs.update(kwargs))
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(str(ROOT / "setup.py"))
+    packages, package_dir = setup_kwargs["packages"], setup_kwargs["package_dir"]
+    assert "hsst.eval" in packages and not any(p.split(".")[0] in ("tools", "study") for p in packages)
+    folders = set()
+    for package in packages:
+        top = max((k for k in package_dir if package == k or package.startswith(k + ".")), key=len)
+        folder = (ROOT / package_dir[top]).joinpath(*package[len(top):].split(".")[1:] or [""]).resolve()
+        assert folder.is_dir() and (ROOT / "tools") not in (folder, *folder.parents), package
+        folders.add(folder)
+    assert not any((folder / "study.py").exists() for folder in folders)
+    importer = re.compile(r"^\s*(from|import)\s+(tools\b|study\b|hsst\.eval\.study\b|hsst\.eval\s+import\s+study)",
+                          re.M)
+    for folder in folders:
+        for source in folder.glob("*.py"):
+            assert not importer.search(source.read_text(encoding="utf-8")), source
