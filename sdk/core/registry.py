@@ -58,6 +58,12 @@ class Registry(Generic[T]):
 
         return add(entry) if entry is not None else add
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases (tests and plugins that unload); unknown names are ignored."""
+        key = self._aliases.get(str(name).lower(), str(name).lower())
+        self._entries.pop(key, None)
+        self._aliases = {a: k for a, k in self._aliases.items() if k != key}
+
     def resolve(self, name: str) -> str:
         """The registered name of ``name`` (a name or an alias, any case).
 

@@ -168,7 +168,7 @@ def casia_protocol(root: PathLike, folds: Sequence[int] = tuple(range(1, 11))) -
     skipped: Dict[str, int] = {}
     resolved = None
     for k in folds:
-        index = layouts.index_casia(root, int(k), split="test")
+        index = layouts.index_casia(root, int(k), split="test", keep_unreadable=True)
         resolved = index.root
         _merge_counts(skipped, index.report.counts)
         gallery = [_item(p, i, index.root) for i in index.identities for p in index.vis[i]]
@@ -190,7 +190,7 @@ def all_vis_protocol(root: PathLike) -> ProtocolData:
     """
     layouts = _layouts()
     _check_all_vis_layout(root, *layouts.detect_layout(root))
-    index = layouts.index_generic(root)
+    index = layouts.index_generic(root, keep_unreadable=True)
     gallery = [_item(p, i, index.root) for i in index.identities for p in index.vis[i]]
     probes = [_item(p, i, index.root) for i in index.identities for p in index.nir[i]]
     return ProtocolData("all-vis", "identification", [IdentificationTrial("all", gallery, probes)], index.root,
@@ -260,11 +260,12 @@ def first_image_protocol(root: PathLike, identities: Optional[Sequence[str]] = N
     layouts = _layouts()
     layout, _ = layouts.detect_layout(root)
     if layout == "generic":
-        index = layouts.index_generic(root)
+        index = layouts.index_generic(root, keep_unreadable=True)
         if identities is not None:
             index = index.subset(identities)
     elif layout == "vis-folders":
-        index = layouts.index_vis_folders(root, min_images=min_images, identities=identities)
+        index = layouts.index_vis_folders(root, min_images=min_images, identities=identities,
+                                          keep_unreadable=True)  # unreadable probes count as failures
     else:
         raise DatasetError(f"{root} is a CASIA NIR-VIS 2.0 root; use --casia ROOT (protocol casia)")
     gallery, probes = [], []
@@ -290,8 +291,8 @@ def folders_protocol(gallery_dir: PathLike, probes_dir: PathLike) -> ProtocolDat
         DatasetError: a folder is missing or empty, or probe identities have no gallery folder.
     """
     layouts = _layouts()
-    g = layouts.index_vis_folders(gallery_dir, min_images=1)
-    p = layouts.index_vis_folders(probes_dir, min_images=1)
+    g = layouts.index_vis_folders(gallery_dir, min_images=1, keep_unreadable=True)
+    p = layouts.index_vis_folders(probes_dir, min_images=1, keep_unreadable=True)
     unknown = sorted(set(p.identities) - set(g.identities))
     if unknown:
         raise DatasetError(f"{len(unknown)} probe identities in {p.root} have no gallery folder in {g.root} "

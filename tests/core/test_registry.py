@@ -37,3 +37,11 @@ def test_every_registry_of_hsst_is_one():
     from hsst.train.models.registry import BACKBONES
 
     assert all(isinstance(r, Registry) for r in (NIR_TRANSFORMS, METHODS, BACKBONES))
+
+
+def test_unregister_removes_name_and_aliases():
+    reg = Registry("widget")
+    reg.register(len, name="size", aliases=("length",))
+    reg.unregister("LENGTH")
+    assert "size" not in reg and "length" not in reg and reg.names(aliases=True) == []
+    reg.unregister("never-there")

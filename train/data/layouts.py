@@ -95,8 +95,9 @@ def _readable(paths: Sequence[Path], report: ScanReport) -> List[Path]:
     return good
 
 
-def _list_images(folder: Path, report: ScanReport) -> List[Path]:
-    """Readable image files directly in ``folder``, sorted; unreadable and non-image files are reported."""
+def _list_images(folder: Path, report: ScanReport, keep_unreadable: bool = False) -> List[Path]:
+    """Readable image files directly in ``folder``, sorted; unreadable and non-image files are reported
+    (``keep_unreadable``: every image file, for an evaluation that counts the unreadable ones as failures)."""
     images = []
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -107,7 +108,7 @@ def _list_images(folder: Path, report: ScanReport) -> List[Path]:
                 report.add(path, "not_an_image")
             else:
                 images.append(path)
-    return _readable(sorted(images), report)
+    return sorted(images) if keep_unreadable else _readable(sorted(images), report)
 
 
 def _verified(paths: Sequence[Path], report: ScanReport) -> List[Path]:
@@ -195,7 +196,7 @@ def _read_protocol(path: Path) -> List[Tuple[int, str]]:
 
 
 def index_casia(root: PathLike, fold: int, split: str = "train", min_images: int = 1,
-                verify: bool = False) -> NirVisIndex:
+                verify: bool = False, keep_unreadable: bool = False) -> NirVisIndex:
     """Index CASIA NIR-VIS 2.0 through its official protocol lists.
 
     Protocol lines are Windows-style relative paths (``s2\\VIS\\10117\\016.jpg``). The suffix in a list does
@@ -245,7 +246,8 @@ def index_casia(root: PathLike, fold: int, split: str = "train", min_images: int
             tables[modality].setdefault(path.parent.name, []).append(path)
     for table in tables.values():
         for identity in _progress(sorted(table), verify, "verifying CASIA images"):
-            table[identity] = (_verified if verify else _readable)(table[identity], report)
+            if verify or not keep_unreadable:
+                table[identity] = (_verified if verify else _readable)(table[identity], report)
     nir: Dict[str, List[Path]] = {}
     vis: Dict[str, List[Path]] = {}
     for identity in sorted(set(tables["nir"]) | set(tables["vis"])):
@@ -257,13 +259,15 @@ def index_casia(root: PathLike, fold: int, split: str = "train", min_images: int
 
 
 # -------------------------------------------------------------------------------------------------- generic
-def index_generic(root: PathLike, min_images: int = 1, verify: bool = False) -> NirVisIndex:
+def index_generic(root: PathLike, min_images: int = 1, verify: bool = False,
+                  keep_unreadable: bool = False) -> NirVisIndex:
     """Index ``<root>/<identity>/{nir,vis}/<images>`` (sub-folder names in any letter case).
 
     Args:
         root: dataset root.
         min_images: images of each modality an identity needs to be kept.
         verify: decode every image and skip unreadable ones.
+        keep_unreadable: list unreadable image files too (an evaluation counts them as failed probes).
 
     Raises:
         DatasetError: missing root or no usable identity.
@@ -276,7 +280,7 @@ def index_generic(root: PathLike, min_images: int = 1, verify: bool = False) -> 
         found = {}
         for modality in ("nir", "vis"):
             sub = _find_child_dir(folder, modality)
-            images = _list_images(sub, report) if sub is not None else []
+            images = _list_images(sub, report, keep_unreadable) if sub is not None else []
             found[modality] = _verified(images, report) if verify else images
         if _keep_pair(folder.name, folder, found["nir"], found["vis"], min_images, report):
             nir[folder.name], vis[folder.name] = found["nir"], found["vis"]
@@ -286,7 +290,8 @@ def index_generic(root: PathLike, min_images: int = 1, verify: bool = False) -> 
 
 # --------------------------------------------------------------------------------------------- vis-folders
 def index_vis_folders(root: PathLike, min_images: int = 2, max_identities: Optional[int] = None,
-                      identities: Optional[Sequence[str]] = None, verify: bool = False) -> NirVisIndex:
+                      identities: Optional[Sequence[str]] = None, verify: bool = False,
+                      keep_unreadable: bool = False) -> NirVisIndex:
     """Index VIS-only identity folders ``<root>/<identity>/<images>``; the NIR side is simulated NIR.
 
     ``nir[id]`` is ``vis[id]`` (the same files): datasets make the NIR side with their NIR transform.
@@ -297,6 +302,7 @@ def index_vis_folders(root: PathLike, min_images: int = 2, max_identities: Optio
         max_identities: keep only the first this many usable identities in name order (scanning stops there).
         identities: only these identity folders (all must exist).
         verify: decode every image and skip unreadable ones.
+        keep_unreadable: list unreadable image files too (an evaluation counts them as failed probes).
 
     Raises:
         ConfigError: invalid ``min_images`` or ``max_identities``.
@@ -317,7 +323,7 @@ def index_vis_folders(root: PathLike, min_images: int = 2, max_identities: Optio
     report = ScanReport(root=root, layout="vis-folders")
     vis: Dict[str, List[Path]] = {}
     for folder in _progress(folders, verify, "verifying VIS images"):
-        images = _list_images(folder, report)
+        images = _list_images(folder, report, keep_unreadable)
         if verify:
             images = _verified(images, report)
         if not images:

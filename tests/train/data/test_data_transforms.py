@@ -60,4 +60,4 @@ def test_registry_resolves_and_extends():
         with pytest.raises(ConfigError, match="already registered"):
             register_nir_transform("test-invert")(GrayscaleNir)
     finally:
-        transforms_module._NIR_TRANSFORMS.pop("test-invert", None)
+        transforms_module.NIR_TRANSFORMS.unregister("test-invert")
