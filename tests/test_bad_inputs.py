@@ -50,13 +50,6 @@ TRAIN = ["--iters", "1", "--batch-size", "4", "--input-size", "32", "--max-ident
 EVAL = ["--no-cache", "--no-progress", "--out", "{out}"]
 GATE = ["--config", str(LAPTOP), "--duration", "20"]
 IDENTIFY = ["--config", str(LAPTOP)]
-BINARY_PAIRS_XFAIL = pytest.mark.xfail(strict=True, reason="parse_pairs (sdk/eval/protocols.py, not this change's "
-                                                            "file) reads a binary pairs file without catching "
-                                                            "UnicodeDecodeError")
-BINARY_CONFIG_XFAIL = pytest.mark.xfail(strict=True, reason="TrainConfig.load (train/config.py, not this change's "
-                                                             "file) reads a binary file without catching "
-                                                             "UnicodeDecodeError: use hsst.core.config.read_mapping")
-
 CASES = [
     # -- hsst-train
     Case("train-data-missing", "hsst-train", ["--data", "{missing}", *TRAIN], r"dataset root .*missing does not exist"),
@@ -72,7 +65,7 @@ CASES = [
     Case("train-resume-truncated", "hsst-train", ["--data", "{orl}", "--resume", *TRAIN],
          r"cannot read resume checkpoint .*last.ckpt: the file is truncated"),
     Case("train-config-binary", "hsst-train", ["--data", "{orl}", "--config", "{photo_yaml}", *TRAIN],
-         r"not a text file", (BINARY_CONFIG_XFAIL,)),
+         r"not a text file"),
     # -- hsst-mask
     Case("mask-in-missing", "hsst-mask", ["--in", "{missing}", "--out", "{out}"], r"--in .*missing: folder not found"),
     Case("mask-in-empty", "hsst-mask", ["--in", "{empty}", "--out", "{out}"], r"no images found"),
@@ -95,7 +88,7 @@ CASES = [
     Case("eval-gallery-corrupt", "hsst-eval", ["--model", str(SHIPPED_ONNX), "--gallery", "{corrupt_ids}",
                                                "--probes", "{enrol}", *EVAL], r"unreadable or corrupt image: 9"),
     Case("eval-pairs-wrong-type", "hsst-eval", ["--model", str(SHIPPED_ONNX), "--pairs", "{photo}", "--images",
-                                                "{enrol}", *EVAL], r"photo.jpg", (BINARY_PAIRS_XFAIL,)),
+                                                "{enrol}", *EVAL], r"photo.jpg"),
     # -- hsst-export
     Case("export-weights-missing", "hsst-export", ["--weights", "{missing}.pt", "-o", "{out}"],
          r"model file not found: .*missing.pt"),

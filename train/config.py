@@ -12,14 +12,13 @@ MobileFaceNet with the softmax loss.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hsst.core.files import atomic_write_json
-from hsst.core.config import from_dict
+from hsst.core.config import from_dict, read_mapping
 from hsst.core.errors import ConfigError
 from hsst.pretrained import PRETRAINED, is_pretrained_name
 from hsst.train.losses import LOSS_NAMES
@@ -443,19 +442,7 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # json/yaml parse errors have different types
-            raise ConfigError(f"cannot parse config {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {path} must hold a mapping, got {type(data).__name__}")
-        return cls.from_dict(data)
+        return cls.from_dict(read_mapping(path))  # YAML, or JSON (a subset of YAML)
 
     def resume_compatible(self, saved: "TrainConfig") -> None:
         """Raise ConfigError when ``saved`` (the checkpoint's config) cannot be continued by this config.

@@ -291,8 +291,8 @@ def folders_protocol(gallery_dir: PathLike, probes_dir: PathLike) -> ProtocolDat
         DatasetError: a folder is missing or empty, or probe identities have no gallery folder.
     """
     layouts = _layouts()
-    g = layouts.index_vis_folders(gallery_dir, min_images=1, keep_unreadable=True)
-    p = layouts.index_vis_folders(probes_dir, min_images=1, keep_unreadable=True)
+    g = layouts.index_vis_folders(gallery_dir, min_images=1)  # an unreadable gallery photo enrols nobody
+    p = layouts.index_vis_folders(probes_dir, min_images=1, keep_unreadable=True)  # counted as failed probes
     unknown = sorted(set(p.identities) - set(g.identities))
     if unknown:
         raise DatasetError(f"{len(unknown)} probe identities in {p.root} have no gallery folder in {g.root} "
@@ -325,8 +325,13 @@ def parse_pairs(pairs_file: PathLike) -> List[Tuple[str, int, str, int, bool]]:
     path = Path(pairs_file)
     if not path.is_file():
         raise DatasetError(f"pairs file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"pairs file {path} is not a text file; an LFW pairs file has lines 'name i j' or "
+                           "'name1 i name2 j'") from None
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
