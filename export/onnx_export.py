@@ -8,8 +8,8 @@ the final Linear+BatchNorm1d that the exporter leaves, so the graph is conv/PReL
 from __future__ import annotations
 
 import copy
+import io
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from hsst.core.errors import ConfigError, ModelError
+from hsst.core.files import atomic_write_bytes
 from hsst.core.metadata import ModelMeta
 from hsst.export.options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
@@ -283,17 +284,12 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Union[str, Path], opset
         net = NormalizedEmbedding(net).eval()
     dummy = torch.zeros(batch, meta.preprocess.channels, size, size, dtype=torch.float32)
     axes = {meta.input_name: {0: BATCH_DIM}, meta.output_name: {0: BATCH_DIM}} if dynamic else None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notice
-            torch.onnx.export(net, (dummy,), str(tmp), input_names=[meta.input_name],
-                              output_names=[meta.output_name], opset_version=opset, dynamic_axes=axes,
-                              do_constant_folding=True, dynamo=False)
-        proto = onnx.load(str(tmp))
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    raw = io.BytesIO()  # in memory: the graph is rewritten before anything is written to disk
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notice
+        torch.onnx.export(net, (dummy,), raw, input_names=[meta.input_name], output_names=[meta.output_name],
+                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+    proto = onnx.load_from_string(raw.getvalue())
     inline_initializer_identities(proto)
     folded = fold_gemm_batchnorm(proto)
     if simplify:
@@ -302,24 +298,13 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Union[str, Path], opset
     proto.producer_name = "hsst-export"
     proto.doc_string = f"{meta.name} ({meta.arch}) probe-net; preprocessing and thresholds in the .json sidecar"
     onnx.checker.check_model(proto, full_check=True)
-    _save(proto, path)
+    atomic_write_bytes(path, proto.SerializeToString())
     in_shape = [BATCH_DIM if dynamic else batch, meta.preprocess.channels, size, size]
     out_shape = [BATCH_DIM if dynamic else batch, meta.embedding_dim]
     logger.info("exported %s (opset %d, input %s, simplified=%s, folded %d Gemm+BN)", path, opset, in_shape,
                 simplify, folded)
     return OnnxExport(path=path, input_shape=in_shape, output_shape=out_shape, opset=opset, simplified=simplify,
                       folded=folded, prelu_decomposed=rewritten)
-
-
-def _save(proto: onnx.ModelProto, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def onnx_io(path: Union[str, Path]) -> Tuple[List[Tuple[str, List[Union[int, str]]]], List[Tuple[str, list]]]:

@@ -3,16 +3,18 @@
 * ONNX gate: onnxruntime vs torch on real aligned faces, cosine >= 0.99999 for every face.
 * TensorRT gate: engine vs onnxruntime FP32, mean cosine >= 0.999 (FP16) / >= 0.99 (INT8).
 * onnxruntime INT8 gate: INT8 vs FP32 ONNX, mean cosine >= 0.99.
+* Face detectors (several outputs each): every output compared per image, the worst one reported
+  (:func:`compare_outputs`).
 
 Each gate returns a :class:`ParityReport` (min / mean cosine, max absolute difference) that goes into the
-sidecar, passed or not.
+sidecar, passed or not; :mod:`hsst.export.gate` is the one place that acts on it.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -20,8 +22,11 @@ from hsst.core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParityReport", "GATES", "compare_embeddings", "run_in_batches", "onnx_session", "onnx_embeddings",
-           "torch_embeddings", "polygraphy_hint"]
+__all__ = ["ParityReport", "GATES", "Outputs", "compare_embeddings", "compare_outputs", "batched_outputs",
+           "run_in_batches", "onnx_session", "onnx_outputs", "onnx_embeddings", "torch_embeddings", "polygraphy_hint"]
+
+#: Named outputs of one runtime on the gate's inputs: output name -> (N, ...) array.
+Outputs = Dict[str, np.ndarray]
 
 #: gate name -> (statistic, threshold).
 GATES: Dict[str, tuple] = {
@@ -93,19 +98,50 @@ def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, gate: str, 
                         statistic=statistic, threshold=threshold, passed=bool(value >= threshold))
 
 
-def run_in_batches(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int, static: bool) -> np.ndarray:
-    """Run ``fn`` over ``x`` in chunks of ``batch``; a static-batch model gets its last chunk zero-padded."""
+def compare_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], gate: str,
+                    reference_name: str = "reference", candidate_name: str = "candidate") -> ParityReport:
+    """The worst agreement over every output (each flattened per input, as :func:`compare_embeddings` compares).
+
+    A one-output model (the probe-net) gets exactly :func:`compare_embeddings`; a model with several outputs (the
+    face detectors) gets the report of its worst output, the output's name in ``candidate``.
+    """
+    if not reference:
+        raise InputError("the reference runtime gave no outputs to compare")
+    missing = sorted(set(reference) - set(candidate))
+    if missing:
+        raise InputError(f"candidate runtime lacks output(s) {missing}")
+    reports = []
+    for name, ref in reference.items():
+        got = np.asarray(candidate[name])
+        label = f"{candidate_name} ({name})" if len(reference) > 1 else candidate_name
+        reports.append(compare_embeddings(ref.reshape(ref.shape[0], -1), got.reshape(got.shape[0], -1), gate,
+                                          reference_name, label))
+    return min(reports, key=lambda r: (r.passed, r.cosine_mean))
+
+
+def batched_outputs(fn: Callable[[np.ndarray], Mapping[str, np.ndarray]], x: np.ndarray, batch: int,
+                    static: bool) -> Outputs:
+    """Run ``fn`` (input batch -> named outputs) over ``x`` in chunks of ``batch``.
+
+    A static-batch model gets its last chunk zero-padded; the outputs of the padding are dropped.
+    """
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
-    outs = []
+    parts: Dict[str, List[np.ndarray]] = {}
     for start in range(0, x.shape[0], batch):
         chunk = x[start:start + batch]
         n = chunk.shape[0]
         if static and n < batch:
             pad = np.zeros((batch - n,) + chunk.shape[1:], dtype=chunk.dtype)
             chunk = np.concatenate([chunk, pad])
-        outs.append(np.asarray(fn(np.ascontiguousarray(chunk)))[:n])
-    return np.concatenate(outs)
+        for name, value in fn(np.ascontiguousarray(chunk)).items():
+            parts.setdefault(name, []).append(np.asarray(value)[:n])
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def run_in_batches(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int, static: bool) -> np.ndarray:
+    """:func:`batched_outputs` of a one-output ``fn`` (input batch -> array)."""
+    return batched_outputs(lambda chunk: {"": fn(chunk)}, x, batch, static)[""]
 
 
 def onnx_session(path: Union[str, Path], threads: Optional[int] = None, optimization: str = "all") -> Any:
@@ -125,11 +161,17 @@ def onnx_session(path: Union[str, Path], threads: Optional[int] = None, optimiza
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_embeddings(path_or_session: Any, x: np.ndarray, batch: int, static: bool) -> np.ndarray:
-    """Embeddings of ``x`` (N, C, S, S) from an ONNX file or session."""
+def onnx_outputs(path_or_session: Any, x: np.ndarray, batch: int, static: bool) -> Outputs:
+    """Every output of an ONNX file or session on ``x`` (N, ...), run in batches of ``batch``."""
     sess = onnx_session(path_or_session) if isinstance(path_or_session, (str, Path)) else path_or_session
     name = sess.get_inputs()[0].name
-    return run_in_batches(lambda b: sess.run(None, {name: b})[0], x, batch, static)
+    names = [o.name for o in sess.get_outputs()]
+    return batched_outputs(lambda b: dict(zip(names, sess.run(names, {name: b}))), x, batch, static)
+
+
+def onnx_embeddings(path_or_session: Any, x: np.ndarray, batch: int, static: bool) -> np.ndarray:
+    """Embeddings of ``x`` (N, C, S, S) from an ONNX file or session (its first output)."""
+    return next(iter(onnx_outputs(path_or_session, x, batch, static).values()))
 
 
 def torch_embeddings(model: Any, x: np.ndarray, normalize: bool = False, batch: int = 32) -> np.ndarray:

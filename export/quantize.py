@@ -11,7 +11,6 @@ The gate: embedding cosine against the FP32 ONNX on real faces, mean >= 0.99.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from hsst.core.errors import ConfigError, ModelError
+from hsst.core.files import atomic_write_bytes
 from hsst.export.calibration import FaceImageFolder
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,7 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], faces
                         extra_options=extra)
         if not tmp_out.is_file():
             raise ModelError(f"onnxruntime quantisation wrote nothing for {fp32_path}")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_out, out_path) if tmp_out.stat().st_dev == out_path.parent.stat().st_dev else \
-            out_path.write_bytes(tmp_out.read_bytes())
+        atomic_write_bytes(out_path, tmp_out.read_bytes())  # the temporary folder may be on another disk
     logger.info("wrote INT8 %s (%s, %s, %d calibration batches of %d; ops %s)", out_path, config.target,
                 config.quant_format, len(reader), config.batch, ", ".join(_float_ops(out_path)))
     return out_path

@@ -9,6 +9,10 @@ FAR -> threshold table, training summary) with the exporter's facts in ``extra``
 ``versions`` (hsst, python, torch, onnx, onnxruntime, onnxslim, tensorrt), ``exported_at``, ``status``
 (``ok`` / ``failed``), ``parity`` (the gate's report) and, for engines, ``tensorrt`` (version, device,
 device_name, builder, workspace, profile; what :func:`check_engine_compat` reads).
+
+Face-detector files have a plain JSON record instead (they are not embedding models): :class:`JsonSidecar`.
+:class:`MetaSidecar` and :class:`JsonSidecar` give the accuracy gate one way to add facts and write either;
+:func:`keep_failed` is what the gate does with a file that failed.
 """
 from __future__ import annotations
 
@@ -17,14 +21,16 @@ import datetime as _dt
 import importlib.metadata as _md
 import platform
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Protocol, Sequence, Union
 
 from hsst.core.errors import ModelError
-from hsst.core.files import file_sha256
+from hsst.core.files import atomic_write_json, file_sha256
 from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
 
 __all__ = ["file_sha256", "library_versions", "make_sidecar", "write_sidecar", "read_sidecar", "sidecar_path",
-           "check_engine_compat", "failed_path", "check_onnx"]
+           "check_engine_compat", "failed_path", "check_onnx", "Sidecar", "MetaSidecar", "JsonSidecar",
+           "keep_failed", "mark_failed"]
 
 _LIBRARIES = ("hsst", "torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy", "opencv-python")
 
@@ -101,9 +107,49 @@ def read_sidecar(model_path: Union[str, Path]) -> ModelMeta:
     return ModelMeta.load(sidecar_path(Path(model_path)))
 
 
-def mark_failed(model_path: Union[str, Path], meta: ModelMeta, reason: str,
-                report: Optional[Dict[str, Any]] = None) -> Path:
+class Sidecar(Protocol):
+    """The record beside one exported file, as the accuracy gate handles it."""
+
+    def with_facts(self, **facts: Any) -> "Sidecar":
+        """A copy with ``facts`` added (the gate's report, ``status``...)."""
+
+    def write(self, model_path: Union[str, Path]) -> Path:
+        """Write it as ``<model_path>.json``; returns that path."""
+
+
+@dataclass(frozen=True)
+class MetaSidecar:
+    """An embedding model's sidecar: its :class:`ModelMeta`, export facts in ``extra``."""
+
+    meta: ModelMeta
+
+    def with_facts(self, **facts: Any) -> "MetaSidecar":
+        meta = copy.deepcopy(self.meta)
+        meta.extra = dict(meta.extra, **facts)
+        return MetaSidecar(meta)
+
+    def write(self, model_path: Union[str, Path]) -> Path:
+        return write_sidecar(self.meta, model_path)
+
+
+@dataclass(frozen=True)
+class JsonSidecar:
+    """A face detector's sidecar: a plain JSON record, facts at its top level (:mod:`hsst.export.detector`)."""
+
+    record: Dict[str, Any]
+
+    def with_facts(self, **facts: Any) -> "JsonSidecar":
+        return JsonSidecar(dict(self.record, **facts))
+
+    def write(self, model_path: Union[str, Path]) -> Path:
+        return atomic_write_json(sidecar_path(Path(model_path)), self.record, sort_keys=True)
+
+
+def keep_failed(model_path: Union[str, Path], sidecar: Sidecar, reason: str) -> Path:
     """Rename a file that failed its gate to ``<file>.failed`` with a ``.failed.json`` sidecar saying why.
+
+    The sidecar gets ``status: failed``, ``failure: reason`` and the new file name; a sidecar left under the normal
+    name (an earlier run) is removed, so nothing describes the file as usable.
 
     Returns:
         The new path of the model file.
@@ -112,15 +158,16 @@ def mark_failed(model_path: Union[str, Path], meta: ModelMeta, reason: str,
     dest = failed_path(model_path)
     if model_path.exists():
         model_path.replace(dest)
-    old_sidecar = sidecar_path(model_path)
-    if old_sidecar.exists():
-        old_sidecar.unlink()
-    failed = copy.deepcopy(meta)
-    failed.extra = dict(failed.extra, status="failed", failure=reason, file=dest.name)
-    if report is not None:
-        failed.extra["parity"] = report
-    write_sidecar(failed, dest)
+    sidecar_path(model_path).unlink(missing_ok=True)
+    sidecar.with_facts(status="failed", failure=reason, file=dest.name).write(dest)
     return dest
+
+
+def mark_failed(model_path: Union[str, Path], meta: ModelMeta, reason: str,
+                report: Optional[Dict[str, Any]] = None) -> Path:
+    """:func:`keep_failed` for an embedding model's ``meta`` (and the gate's ``report``, when given)."""
+    facts = {"parity": report} if report is not None else {}
+    return keep_failed(model_path, MetaSidecar(meta).with_facts(**facts), reason)
 
 
 def check_onnx(path: Union[str, Path], meta: ModelMeta) -> None:

@@ -148,7 +148,7 @@ class EngineBuildConfig:
 
 @dataclass
 class EngineBuild:
-    """What :func:`build_engine` produced: the record that goes into the sidecar's ``extra.tensorrt``."""
+    """What :func:`build_engine` (or trtexec) produced: the record that goes into the sidecar's ``tensorrt``."""
 
     path: Path
     version: str
@@ -160,13 +160,17 @@ class EngineBuild:
     build_s: float
     quantization: Optional[str] = None
     layers: Optional[dict] = None  # DLA builds: which layers run on the DLA and which fall back to the GPU
+    command: Optional[str] = None  # trtexec builds: the command line that built it
 
     def record(self, cfg: EngineBuildConfig) -> dict:
-        return {"version": self.version, "api": self.api, "device": self.device, "device_name": self.device_name,
-                "precision": self.precision, "builder": self.builder, "build_s": round(self.build_s, 2),
-                "workspace_gib": cfg.workspace_gib, "profile": list(cfg.profile) if cfg.profile else None,
-                "quantization": self.quantization, "layers": self.layers, "version_compatible": False,
-                "hardware_compatible": False}
+        record = {"version": self.version, "api": self.api, "device": self.device, "device_name": self.device_name,
+                  "precision": self.precision, "builder": self.builder, "build_s": round(self.build_s, 2),
+                  "workspace_gib": cfg.workspace_gib, "profile": list(cfg.profile) if cfg.profile else None,
+                  "quantization": self.quantization, "layers": self.layers, "version_compatible": False,
+                  "hardware_compatible": False}
+        if self.command is not None:
+            record["command"] = self.command
+        return record
 
 
 def _parse(trt: Any, network: Any, trt_logger: Any, onnx_path: Path, api: str) -> None:

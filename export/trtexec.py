@@ -1,9 +1,9 @@
 """trtexec and polygraphy command lines (pure functions) and running trtexec where the Python API is absent.
 
 JetPack ships trtexec at ``/usr/src/tensorrt/bin/trtexec`` (not on PATH). When ``import tensorrt`` fails but
-trtexec exists, the exporter builds the engine with :func:`trtexec_build_command` and checks it with
-:func:`trtexec_embeddings`; when neither exists, the exporter
-prints :func:`trtexec_build_command` for the user to run on the Jetson.
+trtexec exists, :class:`hsst.export.builders.TrtexecBuilder` builds the engine with :func:`trtexec_build_command`
+and runs it for the accuracy gate with :func:`trtexec_outputs`; when neither exists,
+:class:`hsst.export.builders.CommandPrinter` prints :func:`trtexec_build_command` for the user to run on the Jetson.
 """
 from __future__ import annotations
 
@@ -14,17 +14,19 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from hsst.core.errors import ConfigError, ModelError
+from hsst.core.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TRTEXEC_PATHS", "find_trtexec", "TrtexecFeatures", "trtexec_features", "parse_trtexec_version",
            "parse_trtexec_device", "shape_arg", "trtexec_build_command", "trtexec_bench_command", "format_command",
-           "run_trtexec", "trtexec_infer_command", "parse_trtexec_output_json", "trtexec_embeddings"]
+           "run_trtexec", "trtexec_infer_command", "parse_trtexec_output_json", "trtexec_outputs",
+           "trtexec_embeddings"]
 
 #: Where JetPack and NVIDIA's containers install trtexec.
 TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")
@@ -172,7 +174,7 @@ def run_trtexec(cmd: Sequence[str], log_path: Optional[Union[str, Path]] = None,
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout_s)
     text = proc.stdout + proc.stderr
     if log_path is not None:
-        Path(log_path).write_text(text)
+        atomic_write_text(log_path, text)
     if proc.returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-15:])
         raise ModelError(f"trtexec failed (exit {proc.returncode}):\n{tail}\ncommand: {format_command(cmd)}")
@@ -208,21 +210,33 @@ def parse_trtexec_output_json(text: str, output_name: str) -> np.ndarray:
     raise ModelError(f"trtexec output JSON has no tensor {output_name!r}")
 
 
-def trtexec_embeddings(trtexec: Union[str, Path], engine_path: Union[str, Path], x: np.ndarray, input_name: str,
-                       output_name: str, batch: int, dynamic: bool, workdir: Union[str, Path]) -> np.ndarray:
-    """Embeddings of ``x`` computed by trtexec (one run per batch; a static engine gets zero-padded batches)."""
+def trtexec_outputs(trtexec: Union[str, Path], engine_path: Union[str, Path], x: np.ndarray, input_name: str,
+                    output_names: Sequence[str], batch: int, dynamic: bool,
+                    workdir: Union[str, Path]) -> Dict[str, np.ndarray]:
+    """Every named output of ``x`` computed by trtexec, flattened per input (name -> (N, size)).
+
+    One trtexec run per batch of ``batch`` (each loads the engine: seconds); a static engine gets zero-padded
+    batches.
+    """
     import tempfile
 
-    outs = []
+    from hsst.export.parity import batched_outputs
+
     with tempfile.TemporaryDirectory(dir=str(workdir), prefix=".trtexec-") as tmp:
-        for start in range(0, x.shape[0], batch):
-            chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.float32)
-            n = chunk.shape[0]
-            if not dynamic and n < batch:
-                chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], np.float32)])
-            inp, out = Path(tmp) / "input.bin", Path(tmp) / "output.json"
+        inp, out = Path(tmp) / "input.bin", Path(tmp) / "output.json"
+
+        def run(chunk: np.ndarray) -> Dict[str, np.ndarray]:
+            chunk = np.ascontiguousarray(chunk, dtype=np.float32)
             chunk.tofile(inp)
-            cmd = trtexec_infer_command(engine_path, input_name, inp, out, chunk.shape if dynamic else None, trtexec)
-            run_trtexec(cmd)
-            outs.append(parse_trtexec_output_json(out.read_text(), output_name).reshape(chunk.shape[0], -1)[:n])
-    return np.concatenate(outs)
+            run_trtexec(trtexec_infer_command(engine_path, input_name, inp, out, chunk.shape if dynamic else None,
+                                              trtexec))
+            text = out.read_text()
+            return {name: parse_trtexec_output_json(text, name).reshape(chunk.shape[0], -1) for name in output_names}
+
+        return batched_outputs(run, x, batch, static=not dynamic)
+
+
+def trtexec_embeddings(trtexec: Union[str, Path], engine_path: Union[str, Path], x: np.ndarray, input_name: str,
+                       output_name: str, batch: int, dynamic: bool, workdir: Union[str, Path]) -> np.ndarray:
+    """Embeddings of ``x`` computed by trtexec (:func:`trtexec_outputs` of one output)."""
+    return trtexec_outputs(trtexec, engine_path, x, input_name, [output_name], batch, dynamic, workdir)[output_name]
