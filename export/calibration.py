@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 
 from hsst.core.files import atomic_write_bytes
-from hsst.core.errors import DatasetError, ImageReadError, InputError
+from hsst.core.errors import ConfigError, DatasetError, ImageReadError, InputError
 from hsst.core.image import IMAGE_SUFFIXES, image_files, read_image
 from hsst.core.metadata import Preprocess
 from hsst.core.preprocess import to_input
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SkippedImage", "FaceImageFolder", "fit_crop", "calibration_cache_path", "CalibrationFeed",
-           "make_entropy_calibrator"]
+__all__ = ["SkippedImage", "FaceImageFolder", "fit_crop", "default_faces", "calibration_cache_path",
+           "CalibrationFeed", "make_entropy_calibrator"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,16 @@ def fit_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 MAKE_CROPS_HINT = ("pass --data DIR: aligned face crops (hsst-mask --in PHOTOS --out faces/ --no-mask --align 112 "
                    "makes them) or face photos, which are detected and aligned here")
+
+
+def default_faces() -> Optional[Path]:
+    """The bundled sample face photo (scikit-image's astronaut, :mod:`hsst.samples`), when it is installed."""
+    from hsst.samples import sample_face_path
+
+    try:
+        return sample_face_path()
+    except ConfigError:
+        return None
 
 
 class FaceImageFolder:

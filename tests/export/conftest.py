@@ -50,3 +50,16 @@ def face_dir(tmp_path_factory, orl_dir) -> Path:
     for i, src in enumerate(sorted(orl_dir.rglob("*.pgm"))[::10][:40]):
         (folder / f"{i:03d}_{src.parent.name}_{src.name}").symlink_to(src)
     return folder
+
+
+@pytest.fixture()
+def detectors_only(monkeypatch):
+    """Exporter runs of the face detectors alone (no probe-net); skipped without the face-model packages."""
+    from hsst.core.errors import HsstError
+    from hsst.export.detector import runtime_model
+
+    try:
+        runtime_model("blazeface_full")
+    except HsstError as exc:
+        pytest.skip(f"face detector models unavailable: {exc}")
+    monkeypatch.setattr("hsst.export.exporter.default_weights", lambda: None)

@@ -1,15 +1,18 @@
 """Real TensorRT builds (FP16, INT8), accuracy gates and latency: run on a Jetson or a TensorRT GPU host.
 
 Skipped elsewhere by tests/conftest.py (marker ``trt``). Nothing here is simulated: the engines are built by the
-installed TensorRT and run through the gate runtime's TensorRT backend (pycuda).
+installed TensorRT (its Python API, or trtexec) and run through the gate runtime's TensorRT backend (pycuda). The
+failing-gate tests move the gate's onnxruntime reference, never the engine: a real engine then fails the one gate.
 """
+import json
+
 import numpy as np
 import pytest
 
 from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
-from hsst.export.exporter import export
+from hsst.export.exporter import GateFailed, export
 from hsst.export.onnx_export import export_onnx
-from hsst.export.parity import compare_embeddings, onnx_embeddings, run_in_batches
+from hsst.export.parity import compare_embeddings, compare_outputs, onnx_embeddings, onnx_outputs, run_in_batches
 
 pytestmark = pytest.mark.trt
 
@@ -126,3 +129,73 @@ def test_dla_build_records_layer_placement(tmp_path, probe_ckpt, face_dir):
     engine = next(a for a in res.artifacts if a.kind == "engine")
     layers = ModelMeta.load(sidecar_path(engine.path)).extra["tensorrt"]["layers"]
     assert layers["dla"] > 0 and layers["gpu"] == len(layers["gpu_layers"])
+
+
+def _moved_reference(monkeypatch):
+    """The engine gate's onnxruntime reference plus noise as large as its values: a real engine must fail."""
+    from hsst.export import exporter
+
+    real, rng = exporter.onnx_outputs, np.random.default_rng(0)
+
+    def moved(*args, **kwargs):
+        return {k: v + v.std() * rng.standard_normal(v.shape).astype(v.dtype)
+                for k, v in real(*args, **kwargs).items()}
+
+    monkeypatch.setattr(exporter, "onnx_outputs", moved)
+
+
+def test_failed_engine_gate_keeps_the_engine_as_failed(tmp_path, probe_ckpt, face_dir, monkeypatch):
+    _moved_reference(monkeypatch)
+    with pytest.raises(GateFailed, match=r"engine\.failed failed its accuracy gate.*polygraphy run"):
+        export(weights=probe_ckpt, formats=("engine",), half=True, data=face_dir, output=tmp_path)
+    (failed,) = tmp_path.glob("*.engine.failed")
+    assert not list(tmp_path.glob("*.engine")) and not list(tmp_path.glob("*.engine.json"))
+    extra = ModelMeta.load(sidecar_path(failed)).extra
+    assert extra["status"] == "failed" and not extra["parity"]["passed"] and extra["tensorrt"]["version"]
+
+
+def test_detector_engines_through_the_exporter(tmp_path, face_dir, detectors_only):
+    import tensorrt as trt
+
+    from hsst.face.models import engine_path
+    from hsst.runtime.backends.cuda import cuda_device_name
+
+    res = export(detector=True, formats=("engine",), half=True, data=face_dir, output=tmp_path)
+    engines = [a for a in res.artifacts if a.kind == "detector-engine"]
+    assert len(engines) == 3 and all(a.kind.startswith("detector-") for a in res.artifacts)
+    for art in engines:
+        record = json.loads(art.sidecar.read_text())
+        assert record["status"] == "ok" and record["parity"]["passed"] and record["precision"] == "fp16"
+        assert art.latency["batch"] == 1 and record["tensorrt"]["builder"] == "tensorrt-python"
+        check_engine_compat(record, trt.__version__, cuda_device_name())
+    assert engine_path("blazeface_short", tmp_path / "detector").name.startswith("blazeface_short.1.")
+
+
+def test_failed_detector_engine_gate_keeps_the_engine_as_failed(tmp_path, face_dir, detectors_only, monkeypatch):
+    _moved_reference(monkeypatch)
+    with pytest.raises(GateFailed, match=r"blazeface_full\..*\.engine\.failed failed its accuracy gate"):
+        export(detector=True, formats=("engine",), half=True, data=face_dir, output=tmp_path)
+    (failed,) = (tmp_path / "detector").glob("blazeface_full.*.engine.failed")
+    assert not list((tmp_path / "detector").glob("*.engine"))
+    record = json.loads(sidecar_path(failed).read_text())
+    assert record["status"] == "failed" and not record["parity"]["passed"] and record["file"] == failed.name
+
+
+def test_trtexec_builder_builds_and_runs_an_engine(tmp_path, dyn_onnx, lfw_faces):
+    from hsst.export.builders import EngineSpec, TrtexecBuilder
+    from hsst.export.trtexec import find_trtexec
+
+    trtexec = find_trtexec()
+    if trtexec is None:
+        pytest.skip("no trtexec on PATH or in /usr/src/tensorrt/bin")
+    spec = EngineSpec(name="m", onnx=dyn_onnx, out_dir=tmp_path, input_name="input", chw=(1, 112, 112), batch=8,
+                      profile=(1, 4, 8), precision="fp16", device=("gpu", None), workspace=1.0,
+                      inputs=lfw_faces[:12])
+    builder = TrtexecBuilder(trtexec)
+    built = builder.build(spec)
+    assert built.path.is_file() and built.tensorrt["builder"] == "trtexec"
+    assert built.tensorrt["command"].startswith(str(trtexec))
+    assert built.path.with_name(built.path.name + ".build.log").is_file()
+    outputs, latency = builder.run(built, spec, spec.inputs)
+    assert latency is None
+    assert compare_outputs(onnx_outputs(dyn_onnx, spec.inputs, 8, static=False), outputs, "fp16").passed
