@@ -68,6 +68,8 @@ setup(
             "hsst-gate=hsst.runtime.cli:gate",
             "hsst-identify=hsst.runtime.cli:identify",
         ],
+        # The torch-free evaluation finds the trainer's checkpoint runner here instead of importing it.
+        "hsst.eval_models": ["checkpoint=hsst.train.models.evaluation:CheckpointModel"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

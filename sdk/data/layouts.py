@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from hsst.core.errors import ConfigError, DatasetError, ImageReadError
 from hsst.core.image import IMAGE_SUFFIXES, image_problem, read_image
-from hsst.train.data.records import NirVisIndex, ScanReport
+from hsst.data.records import NirVisIndex, ScanReport
 
 logger = logging.getLogger(__name__)
 

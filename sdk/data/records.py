@@ -1,6 +1,6 @@
 """What a dataset scan found: the NIR-VIS index of identities and images, and the report of what was skipped.
 
-Every layout reader (:mod:`hsst.train.data.layouts`) returns the same :class:`NirVisIndex`, so datasets,
+Every layout reader (:mod:`hsst.data.layouts`) returns the same :class:`NirVisIndex`, so datasets,
 samplers and the trainer never care whether the images came from CASIA NIR-VIS 2.0, a generic
 ``<id>/{nir,vis}`` tree or VIS-only folders with simulated NIR.
 """

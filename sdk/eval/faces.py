@@ -8,7 +8,7 @@ Three ways to get the crop (``--faces``):
   (``no_face``).
 * ``aligned``: the files are already aligned crops of the model's size (``--aligned``); any other size is an
   error, since resizing a crop of another template scale would silently change the framing.
-* ``box``: the training loader's geometric framing (:class:`hsst.train.data.FaceLoader` without an
+* ``box``: the training loader's geometric framing (:class:`hsst.data.FaceLoader` without an
   aligner: the fixed LFW face box for 250x250 LFW images, else the centred square). Use it to evaluate a
   model on the framing it was trained with (the reproduction study).
 
@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from hsst.data.loader import FaceLoader
 from hsst.core.errors import ConfigError, ImageReadError, InputError
 from hsst.core.image import read_image, to_uint8
 from hsst.runtime.config import DETECTOR_RUN_FIELDS, DetectorConfig
@@ -87,11 +88,6 @@ class BoxSource(FaceSource):
 
     def __init__(self, crop_size: int) -> None:
         super().__init__(crop_size)
-        try:
-            from hsst.train.data.loader import FaceLoader
-        except ImportError as exc:
-            raise ConfigError(f"--faces box uses the training loader's framing and needs hsst[train] ({exc}); "
-                              "use --faces detect") from exc
         self.loader = FaceLoader(self.crop_size, crop="auto")
 
     def crop_image(self, image: np.ndarray, path: Path) -> CropResult:

@@ -3,12 +3,14 @@
 Every kind embeds aligned crops through :func:`hsst.core.preprocess.to_input` with the model's own
 :class:`~hsst.core.metadata.ModelMeta` (the runtime's :class:`~hsst.runtime.embedder.Embedder` for ONNX and
 TensorRT, the same function feeding torch for checkpoints), so evaluation sees the pixels the gate sees.
-torch is imported only for a checkpoint.
+Checkpoints are run by the trainer's :class:`hsst.train.models.evaluation.CheckpointModel`, found through an
+entry point: this package never imports torch or the trainer.
 """
 from __future__ import annotations
 
 import json
 import logging
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from hsst.core.errors import ConfigError, ModelError
 from hsst.core.metadata import ModelMeta, sidecar_path
-from hsst.core.preprocess import l2_normalize, to_input
+
 from hsst.eval.cache import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -62,42 +64,6 @@ class EvalModel:
         pass
 
 
-class CheckpointModel(EvalModel):
-    """A probe-net checkpoint (``hsst.train.models.save_probe_checkpoint``) run in torch."""
-
-    kind = "checkpoint"
-
-    def __init__(self, path: Path, device: str = "cpu", batch_size: int = 64) -> None:
-        try:
-            import torch
-
-            from hsst.train.models import load_probe_checkpoint
-        except ImportError as exc:
-            raise ModelError(f"{path} is a training checkpoint; evaluating it needs torch (pip install "
-                             f"'hsst[train]') ({exc}); or export it with hsst-export and evaluate the .onnx") from exc
-        self._torch = torch
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        model, meta = load_probe_checkpoint(path, map_location=self.device)
-        super().__init__(path, meta)
-        self.model = model.eval()
-        self.batch_size = batch_size
-
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        if len(crops) == 0:
-            return np.zeros((0, self.meta.embedding_dim), np.float32)
-        batch = to_input(crops, self.meta.preprocess)
-        out = []
-        with self._torch.inference_mode():
-            for start in range(0, len(batch), self.batch_size):
-                x = self._torch.from_numpy(batch[start:start + self.batch_size]).to(self.device)
-                out.append(self.model(x).float().cpu().numpy())
-        emb = np.concatenate(out)
-        if emb.shape[1] != self.meta.embedding_dim:
-            raise ModelError(f"{self.path}: output has {emb.shape[1]} values, metadata says {self.meta.embedding_dim}")
-        return l2_normalize(emb)
-
-
 class RuntimeModel(EvalModel):
     """An ONNX file or TensorRT engine through the runtime's :class:`~hsst.runtime.embedder.Embedder`."""
 
@@ -114,6 +80,23 @@ class RuntimeModel(EvalModel):
 
     def close(self) -> None:
         self.embedder.close()
+
+
+def checkpoint_model_class(path: Path) -> type:
+    """The class that evaluates a training checkpoint: provided by the trainer (torch) through the entry point
+    ``hsst.eval_models: checkpoint`` (setup.py), so this torch-free package never imports the trainer.
+
+    Raises:
+        ModelError: the trainer (``hsst[train]``, torch) is not installed.
+    """
+    found = [ep for ep in entry_points(group="hsst.eval_models") if ep.name == "checkpoint"]
+    try:
+        if not found:
+            raise ImportError("no 'hsst.eval_models' entry point named 'checkpoint' (reinstall hsst)")
+        return found[0].load()
+    except ImportError as exc:
+        raise ModelError(f"{path} is a training checkpoint; evaluating it needs torch (pip install 'hsst[train]') "
+                         f"({exc}); or export it with hsst-export and evaluate the .onnx") from None
 
 
 def model_kind(path: Union[str, Path]) -> str:
@@ -146,7 +129,7 @@ def load_model(path: Union[str, Path], device: str = "auto", batch_size: int = 6
         raise ModelError(f"model file not found: {path}")
     kind = model_kind(path)
     if kind == "checkpoint":
-        return CheckpointModel(path, device=device, batch_size=batch_size)
+        return checkpoint_model_class(path)(path, device=device, batch_size=batch_size)
     gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     return RuntimeModel(path, backend="tensorrt" if kind == "tensorrt" else "onnxruntime", batch_size=batch_size,
                         threads=threads, device=gpu)
@@ -172,14 +155,4 @@ def write_thresholds(model_path: Union[str, Path], thresholds: Dict[str, float],
         if source:
             meta.extra = {**meta.extra, "thresholds_from": json.loads(json.dumps(source))}
         return meta.save(side)
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = ModelMeta.from_dict(ckpt["meta"])
-    meta.thresholds = table
-    if source:
-        meta.extra = {**meta.extra, "thresholds_from": json.loads(json.dumps(source))}
-    ckpt["meta"] = meta.to_dict()
-    from hsst.train.checkpointing import atomic_torch_save
-
-    return atomic_torch_save(ckpt, path)
+    return checkpoint_model_class(path).write_thresholds(path, table, source)

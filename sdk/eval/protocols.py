@@ -14,7 +14,7 @@ exact files used. Registry names (``--protocol``):
 * ``pairs``: LFW-style pairs file (``name i j`` same person, ``name1 i name2 j`` different people), images
   at ``<images>/<name>/<name>_<NNNN>.jpg``.
 
-Dataset scanning reuses :mod:`hsst.train.data.layouts` (imported when a protocol needs it).
+Datasets are read by :mod:`hsst.data` (torch-free), as the trainer reads them.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from hsst.core.errors import ConfigError, DatasetError
+from hsst.data import layouts
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +129,6 @@ def _size(path: Path) -> int:
         raise DatasetError(f"image {path} is gone ({exc}); re-run the evaluation on the current dataset") from exc
 
 
-def _layouts():
-    """The dataset readers (they live with the training data code)."""
-    try:
-        from hsst.train.data import layouts
-    except ImportError as exc:  # torch missing: hsst.train.data's package imports it
-        raise ConfigError(f"reading dataset folders needs the training extra ({exc}); pip install 'hsst[train]', "
-                          "or evaluate a pairs file (--pairs), which needs no dataset scanner") from exc
-    return layouts
-
-
 def _item(path: Path, identity: str, root: Path) -> ImageItem:
     try:
         key = Path(path).relative_to(root).as_posix()
@@ -163,7 +154,6 @@ def casia_protocol(root: PathLike, folds: Sequence[int] = tuple(range(1, 11))) -
         ConfigError: a fold outside 1..10.
         DatasetError: missing root or protocol file, or a fold without usable images.
     """
-    layouts = _layouts()
     trials: List[IdentificationTrial] = []
     skipped: Dict[str, int] = {}
     resolved = None
@@ -188,7 +178,6 @@ def all_vis_protocol(root: PathLike) -> ProtocolData:
     Raises:
         DatasetError: ``root`` is not a generic NIR-VIS tree (the message names the protocol that reads it).
     """
-    layouts = _layouts()
     _check_all_vis_layout(root, *layouts.detect_layout(root))
     index = layouts.index_generic(root, keep_unreadable=True)
     gallery = [_item(p, i, index.root) for i in index.identities for p in index.vis[i]]
@@ -257,7 +246,6 @@ def first_image_protocol(root: PathLike, identities: Optional[Sequence[str]] = N
     """
     if max_probes is not None and max_probes < 1:
         raise ConfigError(f"max_probes must be >= 1 or None, got {max_probes}")
-    layouts = _layouts()
     layout, _ = layouts.detect_layout(root)
     if layout == "generic":
         index = layouts.index_generic(root, keep_unreadable=True)
@@ -290,7 +278,6 @@ def folders_protocol(gallery_dir: PathLike, probes_dir: PathLike) -> ProtocolDat
     Raises:
         DatasetError: a folder is missing or empty, or probe identities have no gallery folder.
     """
-    layouts = _layouts()
     g = layouts.index_vis_folders(gallery_dir, min_images=1)  # an unreadable gallery photo enrols nobody
     p = layouts.index_vis_folders(probes_dir, min_images=1, keep_unreadable=True)  # counted as failed probes
     unknown = sorted(set(p.identities) - set(g.identities))

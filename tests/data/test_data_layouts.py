@@ -9,7 +9,7 @@ import pytest
 
 from hsst.core.errors import ConfigError, DatasetError
 from hsst.core.image import IMAGE_SUFFIXES
-from hsst.train.data import (detect_layout, index_casia, index_dataset, index_generic, index_vis_folders)
+from hsst.data import detect_layout, index_casia, index_dataset, index_generic, index_vis_folders
 
 
 # ------------------------------------------------------------------------------------------- shared datasets

@@ -10,7 +10,7 @@ import pytest
 from hsst.core.alignment import reference_points
 from hsst.core.errors import ConfigError, ImageReadError, InputError
 from hsst.core.image import read_image
-from hsst.train.data import FaceLoader
+from hsst.data import FaceLoader
 
 
 def _lfw_files(lfw_dir, n, seed=0):

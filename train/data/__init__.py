@@ -1,4 +1,5 @@
-"""NIR-VIS training data: dataset indexes for three layouts, face loading, transforms, datasets, samplers.
+"""NIR-VIS training data (torch): datasets, samplers and NIR transforms over the torch-free dataset indexes and
+face loader of :mod:`hsst.data` (re-exported here for the trainer's one import).
 
 Typical use::
 
@@ -9,10 +10,8 @@ Typical use::
     batches = DataLoader(pairs, batch_sampler=sampler, collate_fn=collate_pairs)
 """
 from hsst.train.data.datasets import ImageDataset, PairDataset
-from hsst.train.data.layouts import (EXPECTED_LAYOUTS, LAYOUTS, detect_layout, index_casia, index_dataset,
-                                     index_generic, index_vis_folders)
-from hsst.train.data.loader import LFW_FACE_BOX, FaceLoader
-from hsst.train.data.records import NirVisIndex, ScanReport, SkippedItem
+from hsst.data import (EXPECTED_LAYOUTS, LAYOUTS, LFW_FACE_BOX, FaceLoader, NirVisIndex, ScanReport, SkippedItem,
+                       detect_layout, index_casia, index_dataset, index_generic, index_vis_folders)
 from hsst.train.data.sampler import (IdentityBatchSampler, ItemBatchSampler, collate_items, collate_pairs,
                                      derive_seed)
 from hsst.train.data.transforms import (Compose, GrayscaleNir, Identity, RandomHorizontalFlip,

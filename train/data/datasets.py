@@ -1,4 +1,4 @@
-"""Torch datasets over a :class:`~hsst.train.data.records.NirVisIndex`.
+"""Torch datasets over a :class:`~hsst.data.records.NirVisIndex`.
 
 * :class:`PairDataset`: one NIR and one VIS crop of an identity per item (HSST training).
 * :class:`ImageDataset`: single images pooled over NIR and VIS (plain softmax baseline, pretraining).
@@ -25,8 +25,8 @@ from torch.utils.data import Dataset
 from hsst.core.errors import ConfigError, DatasetError, ImageReadError, InputError
 from hsst.core.metadata import Preprocess
 from hsst.core.preprocess import to_input
-from hsst.train.data.loader import FaceLoader
-from hsst.train.data.records import NirVisIndex
+from hsst.data.loader import FaceLoader
+from hsst.data.records import NirVisIndex
 from hsst.train.data.transforms import GrayscaleNir, Identity, RandomHorizontalFlip, Transform
 
 logger = logging.getLogger(__name__)
