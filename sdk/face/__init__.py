@@ -4,7 +4,7 @@ Models are ONNX files made from packaged weights (see :mod:`hsst.face.models`); 
 """
 from hsst.face.analysis import FaceAnalysis, Recognizer
 from hsst.face.detector import DETECTORS, BlazeFaceDetector, FaceDetector, MTCNNDetector, create_detector
-from hsst.face.face import Face
+from hsst.face.types import Face
 from hsst.face.mesh import FaceMesh, MeshResult, MeshRoi, mesh_keypoints
 from hsst.face.models import export_face_models, model_path
 

@@ -16,7 +16,7 @@ from hsst.core.alignment import align_face
 from hsst.core.errors import ConfigError, ModelError
 from hsst.core.image import check_frame, to_uint8
 from hsst.face.detector import BlazeFaceDetector, FaceDetector
-from hsst.face.face import Face
+from hsst.face.types import Face
 
 logger = logging.getLogger(__name__)
 

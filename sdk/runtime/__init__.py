@@ -14,7 +14,7 @@ from hsst.runtime.embedder import Embedder
 from hsst.runtime.enroll import Enroller, EnrollResult
 from hsst.runtime.events import Event, EventBus, JsonlEventLog, read_events
 from hsst.runtime.gallery import Gallery, InMemoryGallery
-from hsst.runtime.metrics import Metrics
+from hsst.runtime.telemetry import Metrics
 from hsst.runtime.models import default_embedding_model, resolve_model
 from hsst.runtime.pipeline import FaceFinder, FrameResult, GatePipeline
 from hsst.runtime.quality import FaceQuality, QualityAssessor

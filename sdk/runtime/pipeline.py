@@ -31,7 +31,7 @@ from hsst.runtime.decision import DecisionMaker, resolve_threshold
 from hsst.runtime.embedder import Embedder
 from hsst.runtime.events import ACCEPT, SOURCE, UNKNOWN, Event, EventBus, JsonlEventLog
 from hsst.runtime.gallery import Gallery, InMemoryGallery
-from hsst.runtime.metrics import Metrics
+from hsst.runtime.telemetry import Metrics
 from hsst.runtime.quality import FaceQuality, QualityAssessor
 from hsst.runtime.sources import FrameSource, ReconnectingSource, SourceError, make_source
 from hsst.runtime.tracker import IoUTracker, Track

@@ -8,7 +8,7 @@ import pytest
 from hsst.core.errors import ConfigError
 
 from hsst.runtime.events import Event, EventBus, JsonlEventLog, read_events
-from hsst.runtime.metrics import Metrics
+from hsst.runtime.telemetry import Metrics
 
 
 def test_bus_contains_failing_callbacks():

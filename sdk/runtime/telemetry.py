@@ -1,4 +1,7 @@
-"""Pipeline metrics: fps, per-stage latency percentiles, queue depths, drops, bad frames, reconnects."""
+"""Pipeline telemetry: fps, per-stage latency percentiles, queue depths, drops, bad frames, reconnects.
+
+The gate's operational counters, not biometric metrics (those are :mod:`hsst.eval.metrics`).
+"""
 from __future__ import annotations
 
 import collections
