@@ -41,8 +41,7 @@ def read_image(path: Union[str, Path], min_side: int = 8) -> np.ndarray:
         raise ImageReadError(f"cannot decode image {path} ({data.size} bytes): corrupt or not an image file")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
+    image = squeeze_single_channel(image)
     if min(image.shape[:2]) < min_side:
         raise ImageReadError(f"image {path} is {image.shape[1]}x{image.shape[0]} px, smaller than {min_side} px")
     return image
@@ -110,24 +109,28 @@ def check_frame(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
+def squeeze_single_channel(image: np.ndarray) -> np.ndarray:
+    """HxWx1 -> HxW (a view); any other shape unchanged.
+
+    Mono cameras and decoders hand out either form; OpenCV and the models treat a 2-D array as gray.
+    """
+    return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+
+
+def to_gray_or_bgr(image: np.ndarray) -> np.ndarray:
+    """uint8 HxW gray or HxWx3 BGR of any supported frame, keeping gray gray (16-bit is range-scaled, alpha
+    dropped)."""
+    image = squeeze_single_channel(to_uint8(check_frame(image)))
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.ndim == 3 and image.shape[2] == 4 else image
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """HxW uint8 luminance of any supported frame."""
-    image = to_uint8(check_frame(image))
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 1:
-        return image[:, :, 0]
-    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-    return cv2.cvtColor(image, code)
+    image = to_gray_or_bgr(image)
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 BGR of any supported frame (gray is replicated)."""
-    image = to_uint8(check_frame(image))
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
+    image = to_gray_or_bgr(image)
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image

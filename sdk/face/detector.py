@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from hsst.core.errors import ConfigError, ModelError
-from hsst.core.image import check_frame, to_uint8
+from hsst.core.image import check_frame, to_gray_or_bgr, to_uint8
 from hsst.face.mesh import FaceMesh, MeshResult, MeshRoi
 from hsst.face.models import create_session
 
@@ -36,14 +36,8 @@ def empty_detections() -> Detections:
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:
     """uint8 HxWx3 RGB of a checked frame (gray is replicated, 16-bit range-scaled)."""
-    img = to_uint8(image)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = to_gray_or_bgr(image)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, iou_thresh: float) -> np.ndarray:
@@ -330,11 +324,7 @@ class BlazeFaceDetector:
         h, w = image.shape[:2]
         if min(h, w) < 8:
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 6, 2), np.float32)
-        frame = to_uint8(image)
-        if frame.ndim == 3 and frame.shape[2] == 1:
-            frame = frame[:, :, 0]
-        if frame.ndim == 3 and frame.shape[2] == 4:
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+        frame = to_gray_or_bgr(image)
         dets, scores = self._detect_pass(frame, self.normalize == "always")
         if self.normalize == "retry" and (not len(scores) or float(scores.max()) < self.retry_below):
             dets, scores = self._merge(dets, scores, *self._detect_pass(frame, True, self.retry_models))

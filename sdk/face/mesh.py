@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from hsst.core.errors import InputError, ModelError
-from hsst.core.image import check_frame, to_uint8
+from hsst.core.image import check_frame, to_gray_or_bgr
 from hsst.face.models import create_session
 
 NUM_VERTICES = 468
@@ -231,17 +231,9 @@ class FaceMesh:
     @staticmethod
     def _preprocess(image: np.ndarray, roi: MeshRoi) -> Tuple[np.ndarray, np.ndarray]:
         matrix = roi.to_tensor_matrix()
-        img = to_uint8(image)
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
-        crop = cv2.warpAffine(img, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
+        crop = cv2.warpAffine(to_gray_or_bgr(image), matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        if crop.ndim == 2:
-            crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
-        elif crop.shape[2] == 4:
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGRA2RGB)
-        else:
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB if crop.ndim == 2 else cv2.COLOR_BGR2RGB)
         tensor = crop.transpose(2, 0, 1)[None].astype(np.float32) * (1.0 / 255.0)
         return np.ascontiguousarray(tensor), matrix
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from hsst.core.errors import HsstError, ImageReadError
-from hsst.core.image import IMAGE_SUFFIXES, read_image, to_uint8
+from hsst.core.image import IMAGE_SUFFIXES, read_image, squeeze_single_channel, to_uint8
 from hsst.runtime.config import SourceConfig
 from hsst.runtime.events import SOURCE, Event
 
@@ -102,8 +102,7 @@ def parse_uri(uri: str) -> Tuple[str, Union[str, int]]:
 
 def _shape_frame(frame: np.ndarray, color: str) -> np.ndarray:
     """Squeeze (H, W, 1) and honour the configured colour mode without touching 16-bit depth needlessly."""
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
+    frame = squeeze_single_channel(frame)
     if color == "gray" and frame.ndim == 3:
         code = cv2.COLOR_BGRA2GRAY if frame.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         frame = cv2.cvtColor(frame, code)

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from hsst.core.errors import ConfigError
-from hsst.core.image import check_frame, to_uint8
+from hsst.core.image import to_gray_or_bgr
 
 Range = Tuple[float, float]
 Seed = Union[int, np.random.Generator, None]
@@ -147,11 +147,7 @@ class NirSimulator:
 
     def apply(self, image: np.ndarray, params: NirSimParams, center: Optional[Sequence[float]] = None) -> np.ndarray:
         """Apply a given parameter set (deterministic)."""
-        img = to_uint8(check_frame(image))
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        img = to_gray_or_bgr(image)
         h, w = img.shape[:2]
         side = float(max(h, w))
         if img.ndim == 2:

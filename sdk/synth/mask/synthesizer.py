@@ -31,7 +31,7 @@ import numpy as np
 
 from hsst.core.alignment import reference_points
 from hsst.core.errors import ConfigError, InputError
-from hsst.core.image import check_frame, to_uint8
+from hsst.core.image import to_gray_or_bgr
 from hsst.face.mesh import CHIN, NOSE_BRIDGE, NOSE_TIP, MeshResult, MeshRoi, mesh_keypoints
 from hsst.synth.mask.render import RenderMesh, fit_shading, rasterize, sample, vertex_normals_z
 from hsst.synth.mask.templates import (N95_CUP, TEXTURE_GRID, MaskStyle, MaskTemplate, albedo_at, get_template,
@@ -286,12 +286,7 @@ class MaskSynthesizer:
             The result, or None when no face is found in ``image`` (bad input raises
             :class:`~hsst.core.errors.InputError`).
         """
-        check_frame(image)
-        img = to_uint8(image)
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        img = to_gray_or_bgr(image)
         gray = img.ndim == 2
         nir = gray if nir is None else bool(nir)
         rng = rng if rng is not None else np.random.default_rng(self.seed)
