@@ -14,7 +14,7 @@ calibration. Each configuration is reported as faces per wall second and per CPU
 this process (the latter is independent of other workers' load on a shared machine), at 1 and all-core intra-op
 threads (--threads). Goals (2-core CPU):
 FP32 >= 110 faces/s at batch 32, INT8 >= 2x FP32 with cosine >= 0.99.
-Without --weights the network is an untrained stand-in (hsst.export.testing): throughput is the same as for
+Without --weights the network is an untrained stand-in (tools/stand_in.py): throughput is the same as for
 trained weights, the INT8 cosine is only indicative.
 """
 from __future__ import annotations
@@ -152,7 +152,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from hsst.export.onnx_export import export_onnx
     from hsst.export.parity import compare_embeddings, onnx_session
     from hsst.export.quantize import QuantizeConfig, quantize_onnx
-    from hsst.export.testing import stand_in_probe_net
+    sys.path.insert(0, str(ROOT / "tools"))  # development tooling, not part of the package
+    from stand_in import stand_in_probe_net
     from hsst.train.models import create_backbone, load_probe_checkpoint, meta_for
 
     data = args.data or SHARED / "datasets" / "lfw"

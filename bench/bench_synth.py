@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from hsst.samples import shared_dir
 from hsst.core.image import read_image  # noqa: E402
-from hsst.synth.mask.quality import iter_images  # noqa: E402
+from hsst.synth.mask.coverage import iter_images  # noqa: E402
 
 logger = logging.getLogger("bench_synth")
 GOAL = 50.0

@@ -1,6 +1,6 @@
 """How an engine is made: TensorRT's Python API, NVIDIA's trtexec, or (no TensorRT here) the commands to run.
 
-A target (:mod:`hsst.export.embedder`, :mod:`hsst.export.detector`) says what to build in an :class:`EngineSpec`;
+A target (:mod:`hsst.export.embedder_target`, :mod:`hsst.export.detector_target`) says what to build in an :class:`EngineSpec`;
 a builder makes the file and its ``tensorrt`` record (:class:`BuiltEngine`) and runs it on the gate's inputs; the
 exporter hands the result to the one accuracy gate (:mod:`hsst.export.gate`). :func:`select_builder` picks one
 builder per run:

@@ -1,8 +1,8 @@
 """The export pipeline behind ``hsst-export``: each target through each requested format, every file through one gate.
 
 * Targets say what is exported and what each file's gate compares it with: the probe-net
-  (:class:`~hsst.export.embedder.EmbedderTarget`: ONNX, onnxruntime INT8, engine) and the face detectors
-  (:class:`~hsst.export.detector.DetectorTarget`: ONNX, engine).
+  (:class:`~hsst.export.embedder_target.EmbedderTarget`: ONNX, onnxruntime INT8, engine) and the face detectors
+  (:class:`~hsst.export.detector_target.DetectorTarget`: ONNX, engine).
 * Builders say how an engine is made (:mod:`hsst.export.builders`): TensorRT's Python API, else trtexec, else
   the commands to run on the Jetson (:class:`EngineNotBuilt`, exit status 3).
 * The gate (:mod:`hsst.export.gate`) judges every file the same way: a file that fails is kept as
@@ -25,8 +25,8 @@ from hsst.core.errors import ConfigError, ModelError
 from hsst.core.files import atomic_write_json
 from hsst.export.builders import BuiltEngine, EngineBuilder, EngineNotBuilt, EngineSpec, select_builder
 from hsst.export.calibration import default_faces
-from hsst.export.detector import DetectorTarget
-from hsst.export.embedder import EmbedderTarget, to_parity_set
+from hsst.export.detector_target import DetectorTarget
+from hsst.export.embedder_target import EmbedderTarget, to_parity_set
 from hsst.export.gate import Artifact, Candidate, Gate, GateFailed
 from hsst.export.options import ExportOptions
 from hsst.export.parity import onnx_outputs

@@ -1,6 +1,6 @@
 """The one accuracy gate every exported file passes: reference outputs -> candidate outputs -> compare -> sidecar.
 
-Targets (:mod:`hsst.export.embedder`, :mod:`hsst.export.detector`) and builders (:mod:`hsst.export.builders`)
+Targets (:mod:`hsst.export.embedder_target`, :mod:`hsst.export.detector_target`) and builders (:mod:`hsst.export.builders`)
 only produce a :class:`Candidate`: the file just written, what a reference runtime and the file itself compute
 on the same real inputs, and the file's sidecar record. :meth:`Gate.check` judges it. A file that passes gets
 its sidecar (with the gate's report) under its normal name. A file that fails is kept as ``<file>.failed`` with

@@ -134,7 +134,7 @@ class MetaSidecar:
 
 @dataclass(frozen=True)
 class JsonSidecar:
-    """A face detector's sidecar: a plain JSON record, facts at its top level (:mod:`hsst.export.detector`)."""
+    """A face detector's sidecar: a plain JSON record, facts at its top level (:mod:`hsst.export.detector_target`)."""
 
     record: Dict[str, Any]
 

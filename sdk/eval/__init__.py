@@ -9,7 +9,7 @@ Example::
 """
 from hsst.eval.metrics import (cmc_curve, lfw_accuracy, rank_k_accuracy, roc_curve, threshold_at_far,
                                threshold_table, verification_rate)
-from hsst.eval.models import EvalModel, load_model, write_thresholds
+from hsst.eval.embedders import EvalModel, load_model, write_thresholds
 from hsst.eval.protocols import PROTOCOLS, ProtocolData
 from hsst.eval.runner import EvalConfig, Evaluator, evaluate
 from hsst.eval.scoring import ScoreSummary, identity_templates, score_all

@@ -135,7 +135,7 @@ def main(write_thresholds: bool, out: Optional[str], stem: str, no_cache: bool, 
             evaluator.close()
         paths = write_report(result, Path(out or "runs/eval"), stem)
         if write_thresholds:
-            from hsst.eval.models import write_thresholds as write_table
+            from hsst.eval.embedders import write_thresholds as write_table
 
             table = _thresholds(result)
             written = write_table(config.model, table, {"protocol": result["protocol"]["name"],

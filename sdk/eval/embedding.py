@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from hsst.eval.cache import NullCache, image_key
 from hsst.eval.faces import FaceSource
-from hsst.eval.models import EvalModel
+from hsst.eval.embedders import EvalModel
 from hsst.eval.protocols import ImageItem
 from hsst.eval.transforms import ProbeTransform
 

@@ -24,7 +24,7 @@ from hsst.eval import metrics
 from hsst.eval.cache import EmbeddingCache, NullCache
 from hsst.eval.embedding import EmbeddingExtractor
 from hsst.eval.faces import create_face_source
-from hsst.eval.models import EvalModel, load_model
+from hsst.eval.embedders import EvalModel, load_model
 from hsst.eval.protocols import (IdentificationTrial, PairTrial, ProtocolData, all_vis_protocol, casia_protocol,
                                  first_image_protocol, folders_protocol, pairs_protocol, read_identity_list)
 from hsst.eval.scoring import identity_templates, score_all

@@ -21,7 +21,7 @@ import numpy as np
 
 from hsst.core.errors import DatasetError, HsstError
 from hsst.core.image import read_image, to_bgr
-from hsst.synth.mask.quality import scan_poses
+from hsst.synth.mask.coverage import scan_poses
 from hsst.synth.mask.synthesizer import MASK_TYPES, MaskSynthesizer
 from hsst.synth.nir import NirSimulator
 
@@ -57,7 +57,7 @@ def make_contact_sheet(data: Path, out: Path, seed: int = 0, scan: int = 600,
         seed: selection and synthesis seed.
         scan: images fitted to find faces of every yaw bin.
         types: mask types, one column each.
-        rows_per_bin: faces per yaw bin (bins of :data:`hsst.synth.mask.quality.YAW_BINS`).
+        rows_per_bin: faces per yaw bin (bins of :data:`hsst.synth.mask.coverage.YAW_BINS`).
     """
     synth = MaskSynthesizer(types=types, seed=seed)
     samples = sorted(scan_poses(Path(data), scan, rows_per_bin, seed, synth), key=lambda s: s.yaw)

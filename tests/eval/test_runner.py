@@ -10,7 +10,7 @@ import pytest
 from hsst.core.errors import ConfigError
 from hsst.eval.embedding import EmbeddingExtractor
 from hsst.eval.faces import create_face_source
-from hsst.eval.models import load_model
+from hsst.eval.embedders import load_model
 from hsst.eval.protocols import first_image_protocol
 from hsst.eval.report import write_report
 from hsst.eval.runner import EvalConfig, Evaluator, evaluate

@@ -1,16 +1,20 @@
 """Export test fixtures: real faces from the shared data and an untrained stand-in probe-net saved as a checkpoint.
 
-The stand-in (hsst.export.testing) is a seeded MobileFaceNet LSUV-scaled on real faces: smooth like a trained
+The stand-in (tools/stand_in.py) is a seeded MobileFaceNet LSUV-scaled on real faces: smooth like a trained
 network, so parity and INT8 gates measure the runtimes, not a chaotic random net.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hsst.export.calibration import FaceImageFolder
+
+# the stand-in probe-net is development tooling (tools/stand_in.py), not part of the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +34,7 @@ def lfw_faces(lfw_dir, gray_meta) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def probe_net(lfw_faces):
-    from hsst.export.testing import stand_in_probe_net
+    from stand_in import stand_in_probe_net
 
     return stand_in_probe_net(lfw_faces[:48], seed=0)
 
@@ -56,7 +60,7 @@ def face_dir(tmp_path_factory, orl_dir) -> Path:
 def detectors_only(monkeypatch):
     """Exporter runs of the face detectors alone (no probe-net); skipped without the face-model packages."""
     from hsst.core.errors import HsstError
-    from hsst.export.detector import runtime_model
+    from hsst.export.detector_target import runtime_model
 
     try:
         runtime_model("blazeface_full")

@@ -80,9 +80,9 @@ def test_compare_outputs_reports_the_worst_output():
 # -- the probe-net: onnx and onnx-int8 --------------------------------------------------------------------------
 def test_embedder_onnx_that_is_not_the_checkpoints_network_is_kept_as_failed(tmp_path, monkeypatch, probe_ckpt,
                                                                               face_dir, lfw_faces):
-    from hsst.export import embedder
+    from hsst.export import embedder_target as embedder
     from hsst.export.parity import torch_embeddings
-    from hsst.export.testing import stand_in_probe_net
+    from stand_in import stand_in_probe_net
 
     other = stand_in_probe_net(lfw_faces[:48], seed=1)  # the reference: another network than the one exported
     monkeypatch.setattr(embedder, "torch_embeddings", lambda _model, x, **kw: torch_embeddings(other, x, **kw))
@@ -136,7 +136,7 @@ def _changed_copy(src, dst):
 
 def test_detector_onnx_that_is_not_the_runtimes_model_is_kept_as_failed(tmp_path, monkeypatch, face_dir,
                                                                          detectors_only):
-    from hsst.export import detector
+    from hsst.export import detector_target as detector
     from hsst.export.cli import main
 
     real = detector.runtime_model

@@ -11,7 +11,7 @@ import pytest
 from hsst.core.errors import ConfigError, InputError
 from hsst.core.image import read_image
 from hsst.synth import LandmarkMaskPaster, MaskedNirTransform, MaskSynthesizer
-from hsst.synth.mask.quality import check_coverage
+from hsst.synth.mask.coverage import check_coverage
 from hsst.synth.mask.synthesizer import MASK_TYPES, rng_for
 from hsst.synth.mask.templates import MaskStyle, get_template
 from hsst.synth.mask.uv import fit_pose

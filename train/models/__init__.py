@@ -4,7 +4,7 @@ from hsst.train.models.registry import create_backbone, list_backbones, register
 from hsst.train.models.mobilefacenet import MobileFaceNet
 from hsst.train.models.mobilefacenet_tf import MobileFaceNetTF
 from hsst.train.models.resnet import IResNet
-from hsst.train.models.checkpoint import (LoadReport, load_foreign_state_dict, load_probe_checkpoint, meta_for,
+from hsst.train.models.probe_checkpoint import (LoadReport, load_foreign_state_dict, load_probe_checkpoint, meta_for,
                                           read_checkpoint_meta, save_probe_checkpoint)
 
 __all__ = [

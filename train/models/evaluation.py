@@ -1,4 +1,4 @@
-"""A probe-net checkpoint as a model of the evaluation (:class:`hsst.eval.models.EvalModel`), run in torch.
+"""A probe-net checkpoint as a model of the evaluation (:class:`hsst.eval.embedders.EvalModel`), run in torch.
 
 The evaluation is torch-free and never imports the trainer: it finds this class through the package's entry
 point ``hsst.eval_models: checkpoint`` (setup.py), so ``hsst-eval --model probe_net.pt`` works where
@@ -16,9 +16,9 @@ import torch
 from hsst.core.errors import ModelError
 from hsst.core.metadata import ModelMeta
 from hsst.core.preprocess import l2_normalize, to_input
-from hsst.eval.models import EvalModel
+from hsst.eval.embedders import EvalModel
 from hsst.train.checkpointing import atomic_torch_save, torch_load
-from hsst.train.models.checkpoint import load_probe_checkpoint
+from hsst.train.models.probe_checkpoint import load_probe_checkpoint
 
 
 class CheckpointModel(EvalModel):

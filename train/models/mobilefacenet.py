@@ -9,7 +9,7 @@ Layout (input 112, stride in brackets; ``t`` = expansion of the inverted-residua
 
 PReLU activations. Module names follow TreB1eN/InsightFace_Pytorch and FaceX-Zoo (``conv1``, ``conv2_dw``,
 ``conv_23``, ``conv_3.model.0`` ... ``conv_6_dw``, ``linear``, ``bn``) so their checkpoints load by name with
-:func:`hsst.train.models.checkpoint.load_foreign_state_dict`.
+:func:`hsst.train.models.probe_checkpoint.load_foreign_state_dict`.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from torch import nn
 from hsst.core.errors import HsstError, ModelError
 from hsst.pretrained import PRETRAINED, TfliteLayer, pretrained_path, read_tflite_layers, weights
 from hsst.train.models.base import unwrap_model
-from hsst.train.models.checkpoint import meta_for, save_probe_checkpoint
+from hsst.train.models.probe_checkpoint import meta_for, save_probe_checkpoint
 from hsst.train.models.registry import create_backbone
 
 logger = logging.getLogger(__name__)

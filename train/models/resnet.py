@@ -4,7 +4,7 @@ Residual unit: BN -> conv3x3 -> BN -> PReLU -> conv3x3 (stride) -> BN, plus iden
 shape changes). Stem conv3x3 s1 64 -> BN -> PReLU; four stages (64, 128, 256, 512 channels, each starting with
 stride 2); output BN -> flatten -> dropout -> Linear(512 * (input/16)^2, embedding_dim) -> BatchNorm1d.
 The final map is 7x7 at input 112 and 9x9 at 144. Module names match insightface ``arcface_torch`` so its
-checkpoints load by name (:func:`hsst.train.models.checkpoint.load_foreign_state_dict`); as there, the scale of
+checkpoints load by name (:func:`hsst.train.models.probe_checkpoint.load_foreign_state_dict`); as there, the scale of
 the final BatchNorm1d (``features.weight``) is fixed at 1 (``requires_grad=False``).
 """
 from __future__ import annotations

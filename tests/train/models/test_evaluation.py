@@ -1,5 +1,5 @@
 """The trainer's checkpoint runner is what the torch-free evaluation finds through its entry point."""
-from hsst.eval.models import checkpoint_model_class
+from hsst.eval.embedders import checkpoint_model_class
 from hsst.train.models.evaluation import CheckpointModel
 
 

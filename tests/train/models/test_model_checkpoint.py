@@ -101,7 +101,7 @@ def test_foreign_facex_zoo_style_file(tmp_path, orl_batch, caplog):
     sd["module.head.weight"] = torch.randn(10, 512)
     torch.save({"epoch": 3, "state_dict": sd}, tmp_path / "facex.pt")
     dst = create_backbone("mobilefacenet")
-    with caplog.at_level(logging.INFO, logger="hsst.train.models.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="hsst.train.models.probe_checkpoint"):
         report = load_foreign_state_dict(dst, tmp_path / "facex.pt", strict=True)
     assert report.ok and not report.missing and report.unexpected == ["head.weight"]
     assert len(report.loaded) == len(src.state_dict())

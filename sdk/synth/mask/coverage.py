@@ -5,7 +5,7 @@ those landmarks. Faces are real LFW images binned by the yaw the mesh estimates 
 
 Command (prints the pass rate per yaw bin for the 3D method and the 2D-homography baseline on the same faces)::
 
-    python -m hsst.synth.mask.quality --data /work/shared/datasets/lfw --scan 3000 --per-bin 40
+    python -m hsst.synth.mask.coverage --data /work/shared/datasets/lfw --scan 3000 --per-bin 40
 """
 from __future__ import annotations
 

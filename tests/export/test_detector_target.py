@@ -7,7 +7,7 @@ import pytest
 from hsst.core.errors import HsstError
 from hsst.core.metadata import Preprocess, check_engine_compat, sidecar_path
 from hsst.export.calibration import FaceImageFolder
-from hsst.export.detector import detector_gate, detector_inputs, export_detector_onnx
+from hsst.export.detector_target import detector_gate, detector_inputs, export_detector_onnx
 from hsst.export.gate import GateFailed
 from hsst.export.parity import onnx_session
 
@@ -52,7 +52,7 @@ def test_detector_engine_build_and_gate(detector_files, lfw_dir):
     import tensorrt as trt
 
     from hsst.export.builders import TensorRTApiBuilder
-    from hsst.export.detector import DetectorTarget
+    from hsst.export.detector_target import DetectorTarget
     from hsst.export.options import ExportOptions
     from hsst.export.parity import onnx_outputs
     from hsst.runtime.backends.cuda import cuda_device_name
