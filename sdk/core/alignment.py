@@ -1,10 +1,13 @@
 """The one 5-point alignment used everywhere: template, similarity fit, warp.
 
-The template is the standard ArcFace 112x112 five-point layout (left eye, right eye, nose tip, left and
+The standard template is the ArcFace 112x112 five-point layout (left eye, right eye, nose tip, left and
 right mouth corner, in image coordinates of the *viewer*: "left eye" is the eye on the left of the image).
-Other crop sizes scale it uniformly, so a 144x144 crop (the paper's size) sees the same face framing.
+Other crop sizes scale it uniformly, so a 144x144 crop (the paper's size) sees the same face framing. A model
+records the template it was trained with in its metadata (``Preprocess.template``); the gate aligns with that.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -85,28 +88,31 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def estimate_alignment(kps: np.ndarray, crop_size: int = 112) -> np.ndarray:
-    """Affine matrix that maps the 5 landmarks ``kps`` onto the template of ``crop_size``."""
+def estimate_alignment(kps: np.ndarray, crop_size: int = 112, template: Optional[np.ndarray] = None) -> np.ndarray:
+    """Affine matrix that maps the 5 landmarks ``kps`` onto ``template`` (None: the standard one of ``crop_size``)."""
     kps = _check_points(kps, "kps")
     if kps.shape != (5, 2):
         raise InputError(f"alignment needs 5 landmarks of shape (5, 2), got {kps.shape}")
-    return similarity_transform(kps, reference_points(crop_size))
+    return similarity_transform(kps, reference_points(crop_size) if template is None else template)
 
 
-def align_face(image: np.ndarray, kps: np.ndarray, crop_size: int = 112) -> np.ndarray:
+def align_face(image: np.ndarray, kps: np.ndarray, crop_size: int = 112,
+               template: Optional[np.ndarray] = None) -> np.ndarray:
     """Warp ``image`` so that its landmarks ``kps`` land on the template.
 
     Args:
         image: HxW (gray) or HxWxC image, any dtype OpenCV can warp (uint8, uint16, float32).
         kps: (5, 2) landmarks in ``image`` coordinates, order of :data:`KEYPOINT_NAMES`.
         crop_size: side of the output crop.
+        template: (5, 2) points for a ``crop_size`` crop, e.g. the model's ``Preprocess.template``
+            (None: :func:`reference_points`).
 
     Returns:
         ``crop_size`` x ``crop_size`` crop with the channels and dtype of ``image``.
     """
     if image.ndim not in (2, 3) or image.size == 0:
         raise InputError(f"image must be a non-empty HxW or HxWxC array, got shape {image.shape}")
-    matrix = estimate_alignment(kps, crop_size)
+    matrix = estimate_alignment(kps, crop_size, template)
     return cv2.warpAffine(image, matrix, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from hsst.core.files import atomic_write_json
-from hsst.core.alignment import TEMPLATE_112
+from hsst.core.alignment import reference_points
 from hsst.core.errors import ModelError
 
 SCHEMA_VERSION = 1
@@ -29,20 +31,28 @@ class Preprocess:
         mean: per-channel mean subtracted from 0..255 pixels.
         std: per-channel divisor.
         crop_size: side of the aligned square crop (also the network's H and W).
-        template: the 5 alignment points for ``crop_size`` (x, y).
+        template: the 5 alignment points (x, y) of a ``crop_size`` crop the model was trained on; every face
+            path aligns with them (None, or absent from a sidecar: the standard template scaled to
+            ``crop_size``, :func:`hsst.core.alignment.reference_points`).
     """
 
     color: str = "gray"
     mean: float = 127.5
     std: float = 128.0
     crop_size: int = 112
-    template: List[List[float]] = field(default_factory=lambda: (TEMPLATE_112).tolist())
+    template: Optional[List[List[float]]] = None
 
     def __post_init__(self) -> None:
         if self.color not in COLOR_MODES:
             raise ModelError(f"unknown colour mode {self.color!r}; expected one of {COLOR_MODES}")
         if self.crop_size <= 0 or self.std == 0:
             raise ModelError(f"invalid preprocessing: crop_size={self.crop_size}, std={self.std}")
+        points = np.asarray(reference_points(112) if self.template is None else self.template, dtype=np.float64)
+        if points.shape != (5, 2) or not np.isfinite(points).all():
+            raise ModelError(f"preprocess.template must be 5 finite (x, y) points, got {self.template!r}")
+        if self.template is None or (self.crop_size != 112 and np.allclose(points, reference_points(112))):
+            # absent, or the unscaled 112 default that sidecars of other sizes kept while nothing read it
+            self.template = reference_points(self.crop_size).tolist()
 
     @property
     def channels(self) -> int:
@@ -50,8 +60,7 @@ class Preprocess:
 
     @classmethod
     def for_size(cls, crop_size: int, color: str = "gray", mean: float = 127.5, std: float = 128.0) -> "Preprocess":
-        scaled = (TEMPLATE_112 * (crop_size / 112.0)).tolist()
-        return cls(color=color, mean=mean, std=std, crop_size=crop_size, template=scaled)
+        return cls(color=color, mean=mean, std=std, crop_size=crop_size)
 
 
 @dataclass

@@ -14,6 +14,20 @@ def test_roundtrip(tmp_path):
     assert sidecar_path(tmp_path / "m.onnx").name == "m.onnx.json"
 
 
+def test_template_is_the_models_own_else_the_standard_one_scaled():
+    from hsst.core.alignment import reference_points
+
+    np.testing.assert_allclose(Preprocess(crop_size=144).template, reference_points(144))  # absent: standard
+    np.testing.assert_allclose(ModelMeta.from_dict({"preprocess": {"crop_size": 144}}).preprocess.template,
+                               reference_points(144))                         # a sidecar without one
+    stale = {"crop_size": 144, "template": reference_points(112).tolist()}    # the old default, never scaled
+    np.testing.assert_allclose(Preprocess(**stale).template, reference_points(144))
+    own = (reference_points(112) + [0.0, 3.0]).tolist()
+    assert ModelMeta.from_dict({"preprocess": {"template": own}}).preprocess.template == own
+    with pytest.raises(ModelError, match="5 finite"):
+        Preprocess(template=[[1.0, 2.0]] * 4)
+
+
 def test_unknown_fields_and_missing_file(tmp_path):
     with pytest.raises(ModelError, match="unknown"):
         ModelMeta.from_dict({"bogus": 1})
