@@ -38,12 +38,12 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 from hsst.samples import shared_dir
-from hsst.core.alignment import align_face  # noqa: E402
 from hsst.core.errors import ModelError  # noqa: E402
+from hsst.face.cropper import FaceCropper  # noqa: E402
 from hsst.runtime.config import GateConfig  # noqa: E402
 from hsst.runtime.embedder import Embedder  # noqa: E402
 from hsst.runtime.models import default_embedding_model  # noqa: E402
-from hsst.runtime.pipeline import FaceFinder, GatePipeline  # noqa: E402
+from hsst.runtime.pipeline import GatePipeline, create_face_finder  # noqa: E402
 from hsst.runtime.quality import QualityAssessor  # noqa: E402
 from hsst.runtime.sources import FrameSource  # noqa: E402
 
@@ -92,8 +92,7 @@ def usable_people(lfw: Path, builder, count: int) -> list:
     """
     from hsst.synth.scene import identity_photos as lfw_people
 
-    finder = FaceFinder.from_config(GateConfig().detector)
-    quality = QualityAssessor(GateConfig().quality)
+    cropper = FaceCropper(create_face_finder(GateConfig().detector), quality=QualityAssessor(GateConfig().quality))
     chosen = []
     for name, files in lfw_people(lfw, 4, 60, skip=40):
         face = builder.face_image(files[0])
@@ -101,12 +100,10 @@ def usable_people(lfw: Path, builder, count: int) -> list:
         p = face.shape[0]
         y, x = (frame.shape[0] - p) // 2, (frame.shape[1] - p) // 2
         frame[y:y + p, x:x + p] = face
-        boxes, scores, aux = finder.boxes(frame)
+        boxes, scores, aux = cropper.finder.boxes(frame)
         if len(boxes) != 1:
             continue
-        kps, presence = finder.landmarks(frame, boxes[0], aux[0])
-        q = quality.assess(boxes[0], kps, float(scores[0]), align_face(frame, kps, 112), presence)
-        if q.passed:
+        if cropper.track_face(frame, boxes[0], scores[0], aux[0]).quality.passed:
             chosen.append((name, files))
         if len(chosen) == count:
             break
@@ -158,13 +155,12 @@ def make_gate(model: Path, enrol: dict, threads: int = 1) -> GatePipeline:
     cfg.detector.threads = threads
     cfg.embedder.threads = threads
     gate = GatePipeline(cfg, embedder=Embedder.from_file(model, threads=threads),
-                        finder=FaceFinder.from_config(cfg.detector))
+                        finder=create_face_finder(cfg.detector))
     for name, image in enrol.items():
         # straight to the gallery (no enrolment quality gate: these are NIR frames, not VIS photos)
-        boxes, _, kps = gate.finder.detect(image)
-        if len(boxes):
-            crop = align_face(image, kps[0], gate.embedder.crop_size)
-            gate.gallery.add(name, gate.embedder.embed([crop]))
+        faces = gate.cropper.faces(image)
+        if faces:
+            gate.gallery.add(name, gate.embedder.embed([faces[0].aligned]))
     return gate
 
 

@@ -41,7 +41,7 @@ def to_input(crops: Sequence[np.ndarray], pre: Preprocess) -> np.ndarray:
         check_frame(crop, f"crop {i}")
         if crop.shape[:2] != (size, size):
             raise InputError(f"crop {i} is {crop.shape[1]}x{crop.shape[0]}, the model expects {size}x{size}; "
-                             "align faces with hsst.core.alignment.align_face(crop_size=meta.preprocess.crop_size)")
+                             "crop faces with hsst.face.FaceCropper.for_model(detector, meta.preprocess)")
         pixels = convert_color(crop, pre.color).astype(np.float32)
         if pixels.ndim == 2:
             batch[i, 0] = pixels

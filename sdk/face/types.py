@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -20,6 +20,9 @@ class Face:
         embedding: (D,) float32 raw embedding, set by a recognizer.
         mesh: (468, 3) float32 face mesh vertices in frame pixels (see :mod:`hsst.face.mesh`), when requested.
         aligned: aligned square crop (uint8, gray or BGR like the frame), when requested.
+        presence: face-presence score of the landmark model (1.0 when the detector gave the landmarks itself).
+        quality: the quality gate's verdict on the aligned face (e.g. :class:`hsst.runtime.quality.FaceQuality`),
+            when the face path has a gate.
     """
 
     bbox: np.ndarray
@@ -28,6 +31,8 @@ class Face:
     embedding: Optional[np.ndarray] = None
     mesh: Optional[np.ndarray] = field(default=None, repr=False)
     aligned: Optional[np.ndarray] = field(default=None, repr=False)
+    presence: float = 1.0
+    quality: Optional[Any] = None
 
     @property
     def embedding_norm(self) -> Optional[float]:

@@ -8,6 +8,7 @@ Typical use::
     gate.events.subscribe(lambda e: print(e.kind, e.identity, e.score))
     gate.run(duration=60)
 """
+from hsst.face.finder import FaceFinder
 from hsst.runtime.config import GateConfig, load_config
 from hsst.runtime.decision import DecisionMaker, resolve_threshold
 from hsst.runtime.embedder import Embedder
@@ -16,7 +17,7 @@ from hsst.runtime.events import Event, EventBus, JsonlEventLog, read_events
 from hsst.runtime.gallery import Gallery, InMemoryGallery
 from hsst.runtime.telemetry import Metrics
 from hsst.runtime.models import default_embedding_model, resolve_model
-from hsst.runtime.pipeline import FaceFinder, FrameResult, GatePipeline
+from hsst.runtime.pipeline import FrameResult, GatePipeline, create_face_finder
 from hsst.runtime.quality import FaceQuality, QualityAssessor
 from hsst.runtime.sources import (FrameSource, ImageFolderSource, OpenCVSource, ReconnectingSource, SourceError,
                                   make_source, open_source, parse_uri)
@@ -25,7 +26,7 @@ from hsst.runtime.tracker import IoUTracker, Track
 __all__ = [
     "GateConfig", "load_config", "DecisionMaker", "resolve_threshold", "Embedder", "Enroller", "EnrollResult",
     "Event", "EventBus", "JsonlEventLog", "read_events", "Gallery", "InMemoryGallery", "Metrics",
-    "default_embedding_model", "resolve_model", "FaceFinder", "FrameResult", "GatePipeline", "FaceQuality",
-    "QualityAssessor", "FrameSource", "ImageFolderSource", "OpenCVSource", "ReconnectingSource", "SourceError",
-    "make_source", "open_source", "parse_uri", "IoUTracker", "Track",
+    "default_embedding_model", "resolve_model", "FaceFinder", "create_face_finder", "FrameResult", "GatePipeline",
+    "FaceQuality", "QualityAssessor", "FrameSource", "ImageFolderSource", "OpenCVSource", "ReconnectingSource",
+    "SourceError", "make_source", "open_source", "parse_uri", "IoUTracker", "Track",
 ]

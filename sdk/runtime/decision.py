@@ -1,4 +1,5 @@
-"""Per-track decisions: N of the last M embeddings agree on an identity above the FAR threshold."""
+"""Decisions: per track, N of the last M embeddings agree on an identity above the FAR threshold; for a single
+image, its best candidate at or above the same threshold. One policy object, :class:`DecisionMaker`, makes both."""
 from __future__ import annotations
 
 import collections
@@ -41,6 +42,22 @@ class _Vote:
     frame_index: int
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What one embedding's vote did to its track.
+
+    Attributes:
+        event: ``accept`` or ``unknown`` event to emit (without timings), or None.
+        decided: the track holds a decision now (accepted, or reported unknown): it is re-checked at the slow
+            rate (``tracker.reembed_every``).
+        restarted: this vote withdrew the track's accept; it is being decided again from this frame.
+    """
+
+    event: Optional[Event] = None
+    decided: bool = False
+    restarted: bool = False
+
+
 class DecisionMaker:
     """Keeps the last M gallery answers per track and turns them into accept / unknown events.
 
@@ -62,11 +79,22 @@ class DecisionMaker:
         self._last_accept: Dict[str, float] = {}
         self.suppressed = 0
         self.resets = 0
-        #: track id whose accept was withdrawn by the last :meth:`update` (None: none)
-        self.last_reset: Optional[int] = None
+
+    def matches(self, identity: Optional[str], score: float) -> bool:
+        """Whether one gallery answer counts as ``identity``: a name at or above the threshold."""
+        return identity is not None and score >= self.threshold
+
+    def decide_once(self, candidates: Sequence[Tuple[Optional[str], float]]) -> Optional[str]:
+        """The identity a single image's gallery answer accepts (no track: no window, no cooldown), or None.
+
+        Args:
+            candidates: top-k ``(identity, score)`` best first.
+        """
+        identity, score = candidates[0] if candidates else (None, float("-inf"))
+        return identity if self.matches(identity, float(score)) else None
 
     def update(self, track_id: int, candidates: Sequence[Tuple[Optional[str], float]], now: float,
-               frame_index: int) -> Optional[Event]:
+               frame_index: int) -> Verdict:
         """Add one embedding's gallery answer for a track.
 
         Args:
@@ -76,32 +104,44 @@ class DecisionMaker:
             frame_index: frame of the embedding.
 
         Returns:
-            An ``accept`` or ``unknown`` event (without timings), or None.
+            The event to emit (if any) and the track's decision state.
         """
-        cfg = self.config
         identity, score = candidates[0] if candidates else (None, float("-inf"))
-        window = self._windows.setdefault(track_id, collections.deque(maxlen=cfg.m))
+        window = self._windows.setdefault(track_id, collections.deque(maxlen=self.config.m))
         window.append(_Vote(identity, float(score), frame_index))
-        self.last_reset = None
+        restarted = False
         if track_id in self._accepted:
-            who = self._accepted[track_id]
-            disagree = sum(1 for v in window if v.identity != who or v.score < self.threshold)
-            if disagree < cfg.n:
-                return None
-            # Someone else now stands where the accepted person stood (the tracker cannot tell two people
-            # apart at the same spot): forget the accept and decide again from the newest vote.
-            logger.info("track %d no longer matches %s (%d of the last %d embeddings); deciding again",
-                        track_id, who, disagree, len(window))
-            del self._accepted[track_id]
-            self._unknown_sent.discard(track_id)
-            last = window[-1]
-            window.clear()
-            window.append(last)
-            self.resets += 1
-            self.last_reset = track_id
+            if not self._withdrawn(track_id, window):
+                return Verdict(None, True)
+            restarted = True
+        event = self._decide(track_id, window, candidates, now, frame_index)
+        return Verdict(event, self.decided(track_id), restarted)
+
+    def _withdrawn(self, track_id: int, window: Deque[_Vote]) -> bool:
+        """Withdraw the track's accept when ``n`` of its window no longer match it; True when withdrawn."""
+        who = self._accepted[track_id]
+        disagree = sum(1 for v in window if v.identity != who or not self.matches(v.identity, v.score))
+        if disagree < self.config.n:
+            return False
+        # Someone else now stands where the accepted person stood (the tracker cannot tell two people
+        # apart at the same spot): forget the accept and decide again from the newest vote.
+        logger.info("track %d no longer matches %s (%d of the last %d embeddings); deciding again",
+                    track_id, who, disagree, len(window))
+        del self._accepted[track_id]
+        self._unknown_sent.discard(track_id)
+        last = window[-1]
+        window.clear()
+        window.append(last)
+        self.resets += 1
+        return True
+
+    def _decide(self, track_id: int, window: Deque[_Vote], candidates: Sequence[Tuple[Optional[str], float]],
+                now: float, frame_index: int) -> Optional[Event]:
+        """Accept when ``n`` votes of the window match one identity; ``unknown`` once when the window fills."""
+        cfg = self.config
         counts: Dict[str, List[float]] = collections.defaultdict(list)
         for vote in window:
-            if vote.identity is not None and vote.score >= self.threshold:
+            if self.matches(vote.identity, vote.score):
                 counts[vote.identity].append(vote.score)
         best = max(counts.items(), key=lambda kv: (len(kv[1]), sum(kv[1])), default=None)
         cands = [[c, round(float(s), 4)] for c, s in candidates if c is not None]
@@ -129,6 +169,10 @@ class DecisionMaker:
     def accepted(self, track_id: int) -> Optional[str]:
         """Identity accepted for a track (also when the event was suppressed by the cooldown)."""
         return self._accepted.get(track_id)
+
+    def decided(self, track_id: int) -> bool:
+        """Whether a track holds a decision: accepted, or reported unknown (and not withdrawn since)."""
+        return track_id in self._accepted or track_id in self._unknown_sent
 
     def end_track(self, track_id: int) -> None:
         """Forget a finished track (its identity's cooldown stays)."""

@@ -8,9 +8,9 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from hsst.core.alignment import align_face
 from hsst.core.errors import DatasetError, ImageReadError
-from hsst.core.image import IMAGE_SUFFIXES, read_image, to_uint8
+from hsst.core.image import IMAGE_SUFFIXES, read_image
+from hsst.face.cropper import FaceCropper
 from hsst.runtime.config import QualityConfig
 from hsst.runtime.embedder import Embedder
 from hsst.runtime.gallery import Gallery
@@ -50,34 +50,32 @@ class Enroller:
     poison every later match of that person.
 
     Args:
-        finder: detector with ``detect(image) -> (boxes, scores, kps)``.
-        embedder: the gate's embedder (the same model must enrol and match).
+        finder: the gate's :class:`hsst.face.FaceFinder` (or a detector with ``detect(image) -> (boxes, scores,
+            kps)``).
+        embedder: the gate's embedder (the same model must enrol and match; its template frames the crops).
         quality: quality thresholds.
         min_quality: smallest overall quality score (0..1).
     """
 
     def __init__(self, finder, embedder: Embedder, quality: Optional[QualityConfig] = None,
                  min_quality: float = 0.3) -> None:
-        self.finder = finder
+        self.cropper = FaceCropper.for_model(finder, embedder.meta.preprocess, QualityAssessor(quality))
         self.embedder = embedder
-        self.assessor = QualityAssessor(quality)
         self.min_quality = min_quality
 
     def embed_photo(self, image: np.ndarray) -> Tuple[Optional[np.ndarray], str, Optional[FaceQuality]]:
         """``(embedding (D,), "", quality)`` for a usable photo, else ``(None, reason, quality_or_None)``."""
-        boxes, scores, kps = self.finder.detect(image)
-        if len(boxes) == 0:
+        faces = self.cropper.faces(image)
+        if not faces:
             return None, "no face found", None
-        if len(boxes) > 1:
-            return None, f"{len(boxes)} faces found; an enrolment photo must show exactly one person", None
-        frame = to_uint8(image)
-        crop = align_face(frame, kps[0], self.embedder.crop_size)
-        quality = self.assessor.assess(boxes[0], kps[0], float(scores[0]), crop)
-        if not quality.passed:
-            return None, "low quality: " + "; ".join(quality.reasons), quality
-        if quality.score < self.min_quality:
-            return None, f"low quality: overall score {quality.score:.2f} < {self.min_quality:.2f}", quality
-        return self.embedder.embed([crop])[0], "", quality
+        if len(faces) > 1:
+            return None, f"{len(faces)} faces found; an enrolment photo must show exactly one person", None
+        face = faces[0]
+        if not face.quality.passed:
+            return None, "low quality: " + "; ".join(face.quality.reasons), face.quality
+        if face.quality.score < self.min_quality:
+            return None, f"low quality: overall score {face.quality.score:.2f} < {self.min_quality:.2f}", face.quality
+        return self.embedder.embed([face.aligned])[0], "", face.quality
 
     def enroll_image(self, gallery: Gallery, identity: str, image: np.ndarray, path: str = "<array>") -> EnrollResult:
         """Enrol one photo (array) of ``identity``."""

@@ -1,19 +1,22 @@
 """The streaming gate: capture -> detect -> track -> align -> embed -> search -> decide.
 
-Three threads joined by bounded queues::
+Three threads joined by queues; they share no mutable state, only the values they pass::
 
     capture thread --frames--> detect/track/align thread --work--> embed/search/decide thread --> events
+                                          ^------------- decisions (track id, decided) --------'
 
 When a live source runs ahead of the pipeline the OLDEST queued item is dropped (latency first) and
 counted. A bad frame (wrong shape or dtype, empty) or a failing stage is logged and counted, never fatal to
 its thread. Detection runs boxes-only on every frame; landmarks (the face mesh) run only for the faces the
-tracker schedules for embedding, so a person standing at the gate costs little.
+tracker schedules for embedding, so a person standing at the gate costs little. The tracker belongs to the
+detect thread: the decisions that set a track's embedding rate come back to it as messages.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -23,13 +26,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from hsst.core.alignment import align_face
 from hsst.core.errors import InputError
 from hsst.core.image import check_frame, to_uint8
+from hsst.face.cropper import FaceCropper
+from hsst.face.finder import FaceFinder
+from hsst.face.types import Face
 from hsst.runtime.config import DetectorConfig, GateConfig
-from hsst.runtime.decision import DecisionMaker, resolve_threshold
+from hsst.runtime.decision import DecisionMaker, Verdict, resolve_threshold
 from hsst.runtime.embedder import Embedder
-from hsst.runtime.events import ACCEPT, SOURCE, UNKNOWN, Event, EventBus, JsonlEventLog
+from hsst.runtime.events import ACCEPT, SOURCE, Event, EventBus, JsonlEventLog
 from hsst.runtime.gallery import Gallery, InMemoryGallery
 from hsst.runtime.telemetry import Metrics
 from hsst.runtime.quality import FaceQuality, QualityAssessor
@@ -71,44 +76,9 @@ def create_face_detector(config: DetectorConfig) -> Any:
     return FaceDetector("mtcnn", **common)
 
 
-class FaceFinder:
-    """Two-step detection: boxes on every frame, 5 landmarks only for the faces that need them.
-
-    Works with any detector exposing ``detect(image) -> (boxes, scores, kps)``; with hsst's BlazeFace
-    detector the (more costly) face-mesh landmarks are computed on demand.
-
-    Args:
-        detector: a :class:`hsst.face.FaceDetector` or any object with ``detect``.
-    """
-
-    def __init__(self, detector: Any) -> None:
-        self.detector = detector
-        backend = getattr(detector, "backend", detector)
-        self._two_step = hasattr(backend, "detect_boxes") and hasattr(backend, "mesh")
-        self._backend = backend
-
-    @classmethod
-    def from_config(cls, config: DetectorConfig) -> "FaceFinder":
-        """Build the configured detector through :class:`hsst.face.FaceDetector`."""
-        return cls(create_face_detector(config))
-
-    def boxes(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes (N, 4), scores (N,) and per-face auxiliary points (detector keypoints)."""
-        if self._two_step:
-            return self._backend.detect_boxes(image)
-        return self.detector.detect(image)
-
-    def landmarks(self, frame_u8: np.ndarray, box: np.ndarray, aux: np.ndarray) -> Tuple[np.ndarray, float]:
-        """The 5 alignment landmarks of one face and the landmark model's face-presence score (1.0 when the
-        detector gave the landmarks itself)."""
-        if self._two_step:
-            mesh = self._backend.mesh.predict(frame_u8, box=box, eyes=aux[:2])
-            return mesh.keypoints().astype(np.float32), float(mesh.score)
-        return np.asarray(aux, np.float32), 1.0
-
-    def detect(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Full detection with landmarks (single images, enrolment)."""
-        return self.detector.detect(image)
+def create_face_finder(config: DetectorConfig) -> FaceFinder:
+    """The gate's :class:`hsst.face.FaceFinder` (boxes every frame, landmarks on demand) for a detector config."""
+    return FaceFinder(create_face_detector(config))
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -149,15 +119,46 @@ class FrameResult:
     image: Optional[np.ndarray] = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class _Chosen:
+    """A face picked for embedding, as values: the detect thread moves its track on meanwhile."""
+
+    track_id: int
+    crop: np.ndarray
+    first_time: float      # capture time of the track's first frame
+    usable_time: float     # capture time of the track's first quality-passing face
+
+
 @dataclass
 class _Work:
-    """Detect-stage output handed to the embed stage."""
+    """Detect-stage output handed to the embed stage (which then owns it)."""
 
     result: FrameResult
-    tracks: List[Track]
-    crops: List[np.ndarray]
-    qualities: List[FaceQuality]
+    chosen: List[_Chosen]
     ended: List[int]
+
+
+class DecisionMailbox:
+    """Embed stage -> detect stage: whether a voted track holds a decision (it sets the track's embedding rate).
+
+    The tracker belongs to the detect thread; the embed thread posts here instead of writing into its tracks.
+    """
+
+    def __init__(self) -> None:
+        self._queue: "queue.SimpleQueue[Tuple[int, bool]]" = queue.SimpleQueue()
+
+    def post(self, track_id: int, decided: bool) -> None:
+        self._queue.put((track_id, decided))
+
+    def drain(self) -> Dict[int, bool]:
+        """The latest state per track posted since the last drain."""
+        latest: Dict[int, bool] = {}
+        while True:
+            try:
+                track_id, decided = self._queue.get_nowait()
+            except queue.Empty:
+                return latest
+            latest[track_id] = decided
 
 
 class DropQueue:
@@ -228,12 +229,16 @@ class GatePipeline:
         self.config = config
         self._own_embedder = embedder is None
         self.embedder = embedder or Embedder.from_config(config.embedder)
-        self.finder = finder or FaceFinder.from_config(config.detector)
+        self.finder = finder or create_face_finder(config.detector)
         self.gallery = gallery if gallery is not None else InMemoryGallery(self.embedder.dim)
         self.threshold, self.threshold_origin = resolve_threshold(self.embedder.meta, config.decision)
         self.tracker = IoUTracker(config.tracker)
         self.quality = QualityAssessor(config.quality)
+        self.cropper = FaceCropper.for_model(self.finder, self.embedder.meta.preprocess, self.quality)
         self.decider = DecisionMaker(config.decision, self.threshold)
+        self._decisions = DecisionMailbox()
+        #: embed stage only: capture time from which a withdrawn track is being decided again
+        self._restarted: Dict[int, float] = {}
         self.metrics = Metrics()
         self.events = EventBus()
         self.events.subscribe(self._count_event)
@@ -269,6 +274,20 @@ class GatePipeline:
         Returns None (and counts ``bad_frames``) for an invalid frame.
         """
         t0 = time.perf_counter()
+        if not self._valid(image, frame_index):
+            return None
+        self._take_decisions()
+        result = FrameResult(frame_index, timestamp, image=image)
+        tracks, aux_of = self._track(image, result, t0)
+        ended = [t.track_id for t in self.tracker.pop_finished()]
+        t1 = time.perf_counter()
+        chosen = self._crop_tracks(image, tracks, aux_of, result)
+        result.timings["align"] = time.perf_counter() - t1
+        self.metrics.observe("detect", result.timings.get("detect", 0.0))
+        self.metrics.observe("align", result.timings["align"])
+        return _Work(result, chosen, ended)
+
+    def _valid(self, image: Any, frame_index: int) -> bool:
         try:
             check_frame(image, f"frame {frame_index}")
             if min(image.shape[:2]) < 16:
@@ -276,117 +295,132 @@ class GatePipeline:
         except InputError as exc:
             self.metrics.count("bad_frames")
             logger.warning("skipping bad frame: %s", exc)
-            return None
-        result = FrameResult(frame_index, timestamp, image=image)
-        cfg = self.config
-        detect_now = frame_index % cfg.detector.every_n_frames == 0
-        if detect_now:
-            boxes, scores, aux = self.finder.boxes(image)
-            result.timings["detect"] = time.perf_counter() - t0
-            tracks = self.tracker.update(boxes, scores, None, frame_index, timestamp)
-            aux_of = {t.track_id: aux[t.det_index] for t in tracks}
-        else:
+            return False
+        return True
+
+    def _take_decisions(self) -> None:
+        """Apply the decisions the embed stage posted to the tracks (this thread's own objects)."""
+        latest = self._decisions.drain()
+        for track in self.tracker.tracks:
+            track.decided = latest.get(track.track_id, track.decided)
+
+    def _track(self, image: np.ndarray, result: FrameResult, t0: float) -> Tuple[List[Track], Dict[int, np.ndarray]]:
+        """Tracks seen in this frame and their detector keypoints (none on a frame without detection)."""
+        if result.frame_index % self.config.detector.every_n_frames:
             self.tracker.coast()
-            tracks, aux_of = [], {}
-        ended = [t.track_id for t in self.tracker.pop_finished()]
-        t1 = time.perf_counter()
-        frame_u8: Optional[np.ndarray] = None
-        chosen, crops, qualities = [], [], []
+            return [], {}
+        boxes, scores, aux = self.finder.boxes(image)
+        result.timings["detect"] = time.perf_counter() - t0
+        tracks = self.tracker.update(boxes, scores, None, result.frame_index, result.timestamp)
+        return tracks, {t.track_id: aux[t.det_index] for t in tracks}
+
+    def _crop_tracks(self, image: np.ndarray, tracks: List[Track], aux_of: Dict[int, np.ndarray],
+                     result: FrameResult) -> List[_Chosen]:
+        """Report every track; crop the ones the tracker schedules and the quality gate passes."""
+        frame: Optional[np.ndarray] = None
+        chosen = []
         for track in tracks:
             face = FaceResult(track.track_id, track.bbox.copy(), track.det_score)
             result.faces.append(face)
-            # cheap pre-check from the box before paying for landmarks
-            if track.det_score < cfg.quality.min_det_score or \
-                    min(track.bbox[2] - track.bbox[0], track.bbox[3] - track.bbox[1]) < cfg.quality.min_face_px:
+            box_quality = self._box_quality(track)
+            if box_quality is None or not self.tracker.should_embed(track, box_quality, result.frame_index):
                 continue
-            box_quality = track.det_score * min(1.0, (track.bbox[2] - track.bbox[0]) / (2 * cfg.quality.min_face_px))
-            if not self.tracker.should_embed(track, box_quality, frame_index):
+            frame = self.cropper.frame(image) if frame is None else frame
+            found = self._crop(frame, track, aux_of, face, result.frame_index)
+            if found is None:
                 continue
-            if frame_u8 is None:
-                frame_u8 = to_uint8(image)
-                if frame_u8.ndim == 3 and frame_u8.shape[2] == 1:
-                    frame_u8 = frame_u8[:, :, 0]
-            try:
-                kps, presence = self.finder.landmarks(frame_u8, track.bbox, aux_of[track.track_id])
-                crop = align_face(frame_u8, kps, self.embedder.crop_size)
-            except (InputError, KeyError) as exc:
-                logger.debug("no landmarks for track %d: %s", track.track_id, exc)
-                continue
-            quality = self.quality.assess(track.bbox, kps, track.det_score, crop, presence)
-            face.kps, face.quality = kps, quality
-            if not quality.passed:
-                self.metrics.count("faces_rejected_quality")
-                logger.debug("track %d frame %d not embedded: %s", track.track_id, frame_index,
-                             "; ".join(quality.reasons))
-                continue
-            self.tracker.mark_embedded(track, box_quality, frame_index)
+            self.tracker.mark_embedded(track, box_quality, result.frame_index)
             if track.usable_time is None:
-                track.usable_time = timestamp
-            chosen.append(track)
-            crops.append(crop)
-            qualities.append(quality)
-        result.timings["align"] = time.perf_counter() - t1
-        self.metrics.observe("detect", result.timings.get("detect", 0.0))
-        self.metrics.observe("align", result.timings["align"])
-        return _Work(result, chosen, crops, qualities, ended)
+                track.usable_time = result.timestamp
+            chosen.append(_Chosen(track.track_id, found.aligned, track.first_time, track.usable_time))
+        return chosen
+
+    def _box_quality(self, track: Track) -> Optional[float]:
+        """A cheap score from the box alone (None: too weak or small to pay for landmarks)."""
+        cfg = self.config.quality
+        width = track.bbox[2] - track.bbox[0]
+        if track.det_score < cfg.min_det_score or min(width, track.bbox[3] - track.bbox[1]) < cfg.min_face_px:
+            return None
+        return track.det_score * min(1.0, width / (2 * cfg.min_face_px))
+
+    def _crop(self, frame: np.ndarray, track: Track, aux_of: Dict[int, np.ndarray], face: FaceResult,
+              frame_index: int) -> Optional[Face]:
+        """The track's face through the face path; None when it has no landmarks or fails the quality gate."""
+        try:
+            found = self.cropper.track_face(frame, track.bbox, track.det_score, aux_of[track.track_id])
+        except (InputError, KeyError) as exc:
+            logger.debug("no landmarks for track %d: %s", track.track_id, exc)
+            return None
+        face.kps, face.quality = found.kps, found.quality
+        if not found.quality.passed:
+            self.metrics.count("faces_rejected_quality")
+            logger.debug("track %d frame %d not embedded: %s", track.track_id, frame_index,
+                         "; ".join(found.quality.reasons))
+            return None
+        return found
 
     def embed_stage(self, work: _Work) -> FrameResult:
         """Embed all chosen faces of the frame as one batch, search, decide, emit events."""
         result = work.result
         for track_id in work.ended:
             self.decider.end_track(track_id)
-        if work.crops:
-            t0 = time.perf_counter()
-            emb = self.embedder.embed(work.crops)
-            t1 = time.perf_counter()
-            k = self.config.decision.top_k
-            if len(self.gallery):
-                ids, scores = self.gallery.search(emb, k)
-            else:
-                ids = np.full((len(emb), k), None, dtype=object)
-                scores = np.full((len(emb), k), -np.inf, np.float32)
-            t2 = time.perf_counter()
-            result.timings.update(embed=t1 - t0, search=t2 - t1)
-            self.metrics.observe("embed", t1 - t0)
-            self.metrics.observe("search", t2 - t1)
-            self.metrics.count("embeddings", len(emb))
-            by_track = {f.track_id: f for f in result.faces}
-            now = time.monotonic()
-            for i, track in enumerate(work.tracks):
-                candidates = [(ids[i, j], float(scores[i, j])) for j in range(k) if ids[i, j] is not None]
-                face = by_track.get(track.track_id)
-                if face is not None:
-                    face.embedded = True
-                    face.candidates = candidates
-                event = self.decider.update(track.track_id, candidates or [(None, float("-inf"))], now,
-                                            result.frame_index)
-                if self.decider.last_reset == track.track_id:
-                    track.decided = False             # embed at the undecided rate again
-                    track.first_time = track.usable_time = result.timestamp
-                    self.metrics.count("decision_resets")
-                if self.decider.accepted(track.track_id) is not None or (event is not None and event.kind == UNKNOWN):
-                    track.decided = True  # decided either way: re-check every reembed_every frames only
-                if event is not None:
-                    latency = now - track.first_time
-                    usable_latency = now - (track.usable_time if track.usable_time is not None else track.first_time)
-                    # the box of THIS frame (the detect thread may already have moved the track on)
-                    box = face.bbox if face is not None else track.bbox
-                    event.bbox = [round(float(v), 1) for v in box]
-                    event.timings = {"face_to_decision": round(latency * 1000.0, 2),
-                                     "usable_to_decision": round(usable_latency * 1000.0, 2),
-                                     **{f"{k_}": round(v * 1000.0, 2) for k_, v in result.timings.items()}}
-                    if self.config.decision.include_crop:
-                        event.crop = work.crops[i]
-                    if event.kind == ACCEPT:
-                        self.metrics.observe("face_to_decision", latency)
-                        self.metrics.observe("usable_to_decision", usable_latency)
-                    result.events.append(event)
-            result.timings["decide"] = time.perf_counter() - t2
+            self._restarted.pop(track_id, None)
+        if work.chosen:
+            self._embed_and_decide(work)
         for face in result.faces:
             face.identity = self.decider.accepted(face.track_id)
         for event in result.events:
             self.events.emit(event)
         return result
+
+    def _embed_and_decide(self, work: _Work) -> None:
+        result = work.result
+        t0 = time.perf_counter()
+        emb = self.embedder.embed([c.crop for c in work.chosen])
+        t1 = time.perf_counter()
+        k = self.config.decision.top_k
+        ids, scores = self.gallery.search(emb, k)
+        t2 = time.perf_counter()
+        result.timings.update(embed=t1 - t0, search=t2 - t1)
+        self.metrics.observe("embed", t1 - t0)
+        self.metrics.observe("search", t2 - t1)
+        self.metrics.count("embeddings", len(emb))
+        by_track = {f.track_id: f for f in result.faces}
+        now = time.monotonic()
+        for i, chosen in enumerate(work.chosen):
+            face = by_track[chosen.track_id]
+            face.embedded = True
+            face.candidates = [(ids[i, j], float(scores[i, j])) for j in range(k) if ids[i, j] is not None]
+            self._vote(result, chosen, face, now)
+        result.timings["decide"] = time.perf_counter() - t2
+
+    def _vote(self, result: FrameResult, chosen: _Chosen, face: FaceResult, now: float) -> None:
+        """One embedding's vote: the decision goes back to the detect stage as a message, events to ``result``."""
+        verdict = self.decider.update(chosen.track_id, face.candidates or [(None, float("-inf"))], now,
+                                      result.frame_index)
+        self._decisions.post(chosen.track_id, verdict.decided)
+        if verdict.restarted:
+            self._restarted[chosen.track_id] = result.timestamp
+            self.metrics.count("decision_resets")
+        if verdict.event is not None:
+            result.events.append(self._timed(verdict, result, chosen, face, now))
+
+    def _timed(self, verdict: Verdict, result: FrameResult, chosen: _Chosen, face: FaceResult, now: float) -> Event:
+        """The verdict's event with this frame's box, the latencies and stage timings (and the crop if asked)."""
+        event = verdict.event
+        restart = self._restarted.get(chosen.track_id, float("-inf"))
+        latency = now - max(chosen.first_time, restart)
+        usable_latency = now - max(chosen.usable_time, restart)
+        event.bbox = [round(float(v), 1) for v in face.bbox]
+        event.timings = {"face_to_decision": round(latency * 1000.0, 2),
+                         "usable_to_decision": round(usable_latency * 1000.0, 2),
+                         **{name: round(v * 1000.0, 2) for name, v in result.timings.items()}}
+        if self.config.decision.include_crop:
+            event.crop = chosen.crop
+        if event.kind == ACCEPT:
+            self.metrics.observe("face_to_decision", latency)
+            self.metrics.observe("usable_to_decision", usable_latency)
+        return event
 
     def process(self, image: np.ndarray, timestamp: Optional[float] = None) -> Optional[FrameResult]:
         """Run one frame through every stage in this thread (tests, single-threaded use).
@@ -591,30 +625,24 @@ class GatePipeline:
 
     # -- single images ----------------------------------------------------------------------------------------
     def identify(self, image: np.ndarray) -> List[Dict[str, Any]]:
-        """Identify every face of one image (no tracking): top-k candidates and the decision at the threshold."""
-        check_frame(image)
-        boxes, scores, kps = self.finder.detect(image)
-        frame_u8 = to_uint8(image)
-        if frame_u8.ndim == 3 and frame_u8.shape[2] == 1:
-            frame_u8 = frame_u8[:, :, 0]
-        crops = [align_face(frame_u8, k, self.embedder.crop_size) for k in kps]
-        out: List[Dict[str, Any]] = []
-        if not crops:
-            return out
-        emb = self.embedder.embed(crops)
+        """Identify every face of one image (no tracking): top-k candidates and the gate's decision policy on
+        this one answer (:meth:`DecisionMaker.decide_once`)."""
+        faces = self.cropper.faces(image)
+        if not faces:
+            return []
         k = self.config.decision.top_k
-        ids, sims = self.gallery.search(emb, k) if len(self.gallery) else (np.full((len(emb), k), None, object),
-                                                                          np.full((len(emb), k), -np.inf))
-        for i in range(len(crops)):
-            quality = self.quality.assess(boxes[i], kps[i], float(scores[i]), crops[i])
-            cands = [[ids[i, j], round(float(sims[i, j]), 4)] for j in range(k) if ids[i, j] is not None]
-            best = cands[0] if cands else [None, None]
-            accepted = best[0] is not None and best[1] >= self.threshold
-            out.append({"bbox": [round(float(v), 1) for v in boxes[i]], "det_score": round(float(scores[i]), 4),
-                        "identity": best[0] if accepted else None, "score": best[1], "accepted": bool(accepted),
-                        "threshold": round(self.threshold, 4), "far": self.config.decision.far,
-                        "candidates": cands, "quality": quality.to_dict()})
-        return out
+        ids, sims = self.gallery.search(self.embedder.embed([f.aligned for f in faces]), k)
+        return [self._identified(face, [(ids[i, j], float(sims[i, j])) for j in range(k) if ids[i, j] is not None])
+                for i, face in enumerate(faces)]
+
+    def _identified(self, face: Face, candidates: List[Tuple[str, float]]) -> Dict[str, Any]:
+        """One face's record: box, candidates, the decision and the quality verdict."""
+        identity = self.decider.decide_once(candidates)
+        return {"bbox": [round(float(v), 1) for v in face.bbox], "det_score": round(face.det_score, 4),
+                "identity": identity, "score": round(candidates[0][1], 4) if candidates else None,
+                "accepted": identity is not None, "threshold": round(self.decider.threshold, 4),
+                "far": self.config.decision.far, "candidates": [[c, round(s, 4)] for c, s in candidates],
+                "quality": face.quality.to_dict()}
 
     def close(self) -> None:
         """Release the event log and the model (when the pipeline created it)."""

@@ -240,14 +240,14 @@ def test_retry_keeps_what_the_first_pass_finds(gate_off, gate_retry, lfw_faces):
 def test_gate_config_sets_the_detector_option(tmp_path, need_blazeface):
     from hsst.face.detector import NORMALIZE_MODES
     from hsst.runtime import config as gate_config
-    from hsst.runtime.pipeline import FaceFinder
+    from hsst.runtime.pipeline import create_face_finder
 
     assert gate_config.NORMALIZE_MODES == NORMALIZE_MODES
     path = tmp_path / "gate.yaml"
     path.write_text('detector:\n  variant: blazeface_short\n  normalize: "off"\n  retry_below: 0.4\n')
     cfg = gate_config.load_config(path).detector
     assert cfg.normalize == "off" and cfg.retry_below == 0.4
-    det = FaceFinder.from_config(cfg).detector
+    det = create_face_finder(cfg).detector
     assert det.backend.normalize == "off" and det.backend.retry_below == 0.4
     assert gate_config.load_config().detector.normalize == "retry"  # the default
     path.write_text("detector:\n  normalize: sometimes\n")

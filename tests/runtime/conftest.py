@@ -52,12 +52,12 @@ def embedder(mfn_onnx):
 
 @pytest.fixture(scope="session")
 def finder():
-    """The packaged face detector (BlazeFace + mesh landmarks) behind :class:`FaceFinder`."""
+    """The packaged face detector (BlazeFace + mesh landmarks) behind :class:`hsst.face.FaceFinder`."""
     from hsst.runtime.config import DetectorConfig
-    from hsst.runtime.pipeline import FaceFinder
+    from hsst.runtime.pipeline import create_face_finder
 
     try:
-        return FaceFinder.from_config(DetectorConfig(threads=1))
+        return create_face_finder(DetectorConfig(threads=1))
     except ModelError as exc:
         pytest.skip(f"face detector models unavailable: {exc}")
 

@@ -9,9 +9,10 @@ from hsst.core.image import read_image
 from hsst.runtime.config import GateConfig, SourceConfig
 from hsst.runtime.events import read_events
 from hsst.runtime.pipeline import DropQueue, GatePipeline
-from hsst.runtime.sources import FrameSource, OpenCVSource, open_source
+from hsst.runtime.sources import OpenCVSource, open_source
 
 from failing_source import FailingOnceVideo
+from list_source import ListSource
 from hsst.synth.scene import Appearance, identity_photos as lfw_people
 
 
@@ -33,23 +34,6 @@ def scene(lfw_dir, tmp_path_factory):
     apps = [Appearance(name, files[0], start=i * 22, lane=i) for i, (name, files) in enumerate(people)]
     scene = SceneBuilder(seed=1, masks=False).render(apps, tmp_path_factory.mktemp("scene") / "scene.avi")
     return scene, people
-
-
-class ListSource(FrameSource):
-    """Frames from a list (real images and deliberately broken arrays)."""
-
-    def __init__(self, frames, live=False):
-        super().__init__("list")
-        self.frames, self.is_live, self.pos = list(frames), live, 0
-
-    def open(self):
-        self.pos = 0
-
-    def read(self):
-        if self.pos >= len(self.frames):
-            return None
-        self.pos += 1
-        return self.frames[self.pos - 1]
 
 
 def test_bad_frames_are_counted_skips(embedder, finder, lfw_dir):

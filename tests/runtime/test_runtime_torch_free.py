@@ -6,9 +6,9 @@ import sys
 def test_runtime_never_imports_torch():
     code = ("import sys\n"
             "import hsst.runtime, hsst.runtime.cli, hsst.runtime.backends.tensorrt_backend\n"
-            "from hsst.runtime.pipeline import FaceFinder\n"
+            "from hsst.runtime.pipeline import create_face_finder\n"
             "from hsst.runtime.config import DetectorConfig\n"
-            "FaceFinder.from_config(DetectorConfig(threads=1))\n"
+            "create_face_finder(DetectorConfig(threads=1))\n"
             "bad = sorted(m for m in sys.modules\n"
             "             if m == 'torch' or m.startswith(('torch.', 'hsst.train', 'hsst.export')))\n"
             "assert not bad, bad\n")
