@@ -42,7 +42,7 @@ from hsst.core.errors import ModelError  # noqa: E402
 from hsst.face.cropper import FaceCropper  # noqa: E402
 from hsst.runtime.config import GateConfig  # noqa: E402
 from hsst.runtime.embedder import Embedder  # noqa: E402
-from hsst.runtime.models import default_embedding_model  # noqa: E402
+from hsst.runtime.model_files import default_embedding_model  # noqa: E402
 from hsst.runtime.pipeline import GatePipeline, create_face_finder  # noqa: E402
 from hsst.runtime.quality import QualityAssessor  # noqa: E402
 from hsst.runtime.sources import FrameSource  # noqa: E402

@@ -11,7 +11,7 @@ engine is made: TensorRT Python API, trtexec, or the commands to run on the Jets
 gate every file passes), ``parity`` (comparisons), ``sidecar``, ``onnx_export``, ``calibration`` (face loader,
 TensorRT calibrator), ``quantize`` (onnxruntime INT8 / Q/DQ), ``tensorrt_build`` (TensorRT Python API),
 ``trtexec`` (command lines), ``selftest`` (Jetson self-test), ``cli``. Built engines run through the gate
-runtime's own TensorRT backend (``hsst.runtime.backends``), so the gates test what the gate runs.
+runtime's own TensorRT backend (``hsst.core.backends``), so the gates test what the gate runs.
 Importing this package does not import torch or TensorRT; the steps that need them import them.
 """
 from hsst.export.exporter import EngineNotBuilt, ExportResult, Exporter, GateFailed, export

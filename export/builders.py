@@ -164,7 +164,7 @@ class TensorRTApiBuilder(EngineBuilder):
         self.api = api_generation(self.version)
 
     def build(self, spec: EngineSpec) -> BuiltEngine:
-        from hsst.runtime.backends.cuda import cuda_device_name, import_pycuda
+        from hsst.core.backends.cuda import cuda_device_name, import_pycuda
 
         import_pycuda()  # the gate runs the engine: fail before a long build if pycuda or the GPU is missing
         source = self._source(spec)
@@ -188,7 +188,7 @@ class TensorRTApiBuilder(EngineBuilder):
 
     def run(self, built: BuiltEngine, spec: EngineSpec,
             x: np.ndarray) -> Tuple[Outputs, Optional[Dict[str, float]]]:
-        from hsst.runtime.backends import create_backend, latency_percentiles
+        from hsst.core.backends import create_backend, latency_percentiles
 
         with create_backend("tensorrt", built.path, check_sidecar=False) as engine:  # its sidecar comes after the gate
             limit, static = engine.batch_limit, engine.static_batch
@@ -331,7 +331,7 @@ def _expand_var(line: str) -> str:
 
 def select_builder() -> EngineBuilder:
     """TensorRT's Python API where it imports, else trtexec where installed, else the command printer."""
-    from hsst.runtime.backends.cuda import TensorRTUnavailable, import_tensorrt
+    from hsst.core.backends.cuda import TensorRTUnavailable, import_tensorrt
 
     try:
         return TensorRTApiBuilder(import_tensorrt())

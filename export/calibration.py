@@ -14,7 +14,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -134,7 +134,7 @@ class FaceImageFolder:
             except (ImageReadError, InputError) as exc:
                 skipped.append(SkippedImage(path, str(exc)))
         align = self.align if self.align is not None else any(im.shape[:2] != (size, size) for _, im in images)
-        finder = _FaceAligner(size) if align and images else None
+        finder = _FaceAligner(size, self.pre.template) if align and images else None
         if finder is not None:
             logger.info("%s: photos, not %dx%d crops: detecting and aligning the largest face of each", self.root,
                         size, size)
@@ -185,12 +185,12 @@ class FaceImageFolder:
 class _FaceAligner:
     """The largest face of a photo, aligned as the gate aligns it (its detector and default settings)."""
 
-    def __init__(self, crop_size: int) -> None:
+    def __init__(self, crop_size: int, template: Optional[Sequence] = None) -> None:
         from hsst.face import FaceAnalysis
         from hsst.runtime.config import DetectorConfig
 
         settings = DetectorConfig()
-        self.app = FaceAnalysis(crop_size=crop_size).prepare(ctx_id=-1, det_thresh=settings.det_thresh,
+        self.app = FaceAnalysis(crop_size=crop_size, template=template).prepare(ctx_id=-1, det_thresh=settings.det_thresh,
                                                              min_face=settings.min_face)
 
     def align(self, image: np.ndarray) -> Optional[np.ndarray]:
@@ -261,7 +261,7 @@ def make_entropy_calibrator(trt: Any, data: FaceImageFolder, batch_size: int, ca
         data: calibration faces.
         batch_size: faces per calibration batch (the engine's max batch or the profile's opt).
         cache_path: calibration cache; offered to TensorRT if it exists, written after calibrating.
-        cuda: the current :class:`hsst.runtime.backends.cuda.CudaContext`, for the device buffer.
+        cuda: the current :class:`hsst.core.backends.cuda.CudaContext`, for the device buffer.
 
     Returns:
         The calibrator, to assign to ``config.int8_calibrator``; after the build call its ``feed.raise_error()``

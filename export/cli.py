@@ -30,7 +30,7 @@ logger = logging.getLogger("hsst.export")
 
 def _jetson_config(engine: Path) -> str:
     """The firmware configuration of the Jetson generation whose TensorRT built ``engine`` (by its file name)."""
-    from hsst.runtime.models import parse_engine_name
+    from hsst.runtime.model_files import parse_engine_name
 
     tag = (parse_engine_name(engine) or {}).get("trt", "")
     if len(tag) >= 6:       # TensorRT >= 10 (100300): JetPack 6, Orin

@@ -1,6 +1,6 @@
 """The face detectors as an export target (``hsst-export --detector``): ONNX + sidecar, TensorRT engines.
 
-The detector ONNX files come from :func:`hsst.face.models.export_face_models` (BlazeFace and the face mesh,
+The detector ONNX files come from :func:`hsst.face.weights.export_face_models` (BlazeFace and the face mesh,
 static 1x3xSxS NCHW inputs). Their sidecar is a plain JSON record (they are not embedding models, so not a
 ModelMeta): ``kind``, ``name``, ``inputs`` / ``outputs``, ``sha256``, ``source``, ``license``, ``versions``,
 ``status``, ``parity`` and, for engines, the same ``tensorrt`` record as the probe-net engines, which
@@ -60,9 +60,9 @@ def model_name(path: Path) -> str:
 
 
 def runtime_model(name: str) -> Path:
-    """The ONNX the face runtime loads for ``name`` (:func:`hsst.face.models.model_path`): the ONNX gate's
+    """The ONNX the face runtime loads for ``name`` (:func:`hsst.face.weights.model_path`): the ONNX gate's
     reference."""
-    from hsst.face.models import model_path
+    from hsst.face.weights import model_path
 
     return model_path(name)
 
@@ -95,7 +95,7 @@ class DetectorTarget:
     Args:
         opts: the run's options (``data``, ``half`` / ``int8``, ``device``, ``workspace``).
         out: the output folder; the files go to ``out/detector``.
-        names: models to export (default :data:`hsst.face.models.DETECTOR_MODELS`).
+        names: models to export (default :data:`hsst.face.weights.DETECTOR_MODELS`).
 
     Attributes:
         onnx_paths: the ONNX files written by :meth:`onnx`.
@@ -131,7 +131,7 @@ class DetectorTarget:
         """Each detector ONNX (checked, loadable), against the model the face runtime loads."""
         import onnx
 
-        from hsst.face.models import DETECTOR_MODELS, export_face_models
+        from hsst.face.weights import DETECTOR_MODELS, export_face_models
 
         paths = export_face_models(self.folder, self.names or DETECTOR_MODELS)
         manifest = self._manifest()
@@ -174,7 +174,7 @@ def export_detector_onnx(out_dir: Path, names: Optional[Sequence[str]] = None,
 
     Args:
         out_dir: the output folder.
-        names: models to export (default :data:`hsst.face.models.DETECTOR_MODELS`).
+        names: models to export (default :data:`hsst.face.weights.DETECTOR_MODELS`).
         data: images for the gate (default: the bundled sample photo).
 
     Returns:

@@ -68,7 +68,7 @@ class Target(Protocol):
 
 def default_weights() -> Optional[Path]:
     """The shipped default model: a probe-net checkpoint, else the default ONNX (``hsst/assets/models``)."""
-    from hsst.runtime.models import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
+    from hsst.runtime.model_files import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
 
     for candidate in (ASSETS_MODELS / DEFAULT_EMBEDDING_ONNX.replace(".onnx", ".pt"),
                       ASSETS_MODELS / DEFAULT_EMBEDDING_ONNX):

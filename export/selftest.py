@@ -84,7 +84,7 @@ def system_report() -> Dict[str, Optional[str]]:
     except Exception as exc:  # ImportError or a library load error
         report["tensorrt"] = None
         report["tensorrt_error"] = f"{type(exc).__name__}: {exc}"
-    from hsst.runtime.backends.cuda import cuda_device_info
+    from hsst.core.backends.cuda import cuda_device_info
 
     try:
         report.update(cuda_device_info(0))  # gpu, compute_capability, pycuda
@@ -211,7 +211,7 @@ def _batch1_latency(engine: Path) -> None:
     """Latency of a single face (the gate's usual case) on a built engine."""
     import numpy as np
 
-    from hsst.runtime.backends import create_backend, latency_percentiles
+    from hsst.core.backends import create_backend, latency_percentiles
 
     with create_backend("tensorrt", engine, check_sidecar=True) as backend:
         if backend.static_batch and backend.batch_limit != 1:

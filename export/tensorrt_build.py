@@ -28,7 +28,7 @@ from typing import Any, Optional, Tuple, Union
 from hsst.core.files import atomic_write_bytes
 from hsst.core.errors import ConfigError, ModelError
 from hsst.export.calibration import FaceImageFolder, make_entropy_calibrator
-from hsst.runtime.backends.cuda import CudaContext, cuda_device_name, import_tensorrt
+from hsst.core.backends.cuda import CudaContext, cuda_device_name, import_tensorrt
 
 logger = logging.getLogger(__name__)
 

@@ -196,7 +196,7 @@ def reference_onnx(name: str) -> Path:
 
     The graph keeps TFLite's layout: NHWC RGB input of static batch 2, ``(pixel - 127.5) / 128``.
     """
-    from hsst.face.models import convert_once
+    from hsst.face.weights import convert_once
 
     return convert_once(name, pretrained_path(name))
 

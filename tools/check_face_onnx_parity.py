@@ -19,7 +19,7 @@ import numpy as np
 
 from hsst.samples import shared_dir
 from hsst.core.image import read_image
-from hsst.face.models import create_session, package_file
+from hsst.face.weights import create_session, package_file
 
 logger = logging.getLogger("check_face_onnx_parity")
 # model -> input value range

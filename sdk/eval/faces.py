@@ -20,7 +20,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -100,17 +100,20 @@ class DetectSource(FaceSource):
     Args:
         crop_size: side of the aligned crop (the model's).
         detector: the gate's detector settings (None: the runtime's defaults); run on onnxruntime here.
+        template: the model's 5-point alignment template (None: the standard one for ``crop_size``).
     """
 
     mode = "detect"
 
-    def __init__(self, crop_size: int, detector: Optional[DetectorConfig] = None) -> None:
+    def __init__(self, crop_size: int, detector: Optional[DetectorConfig] = None,
+                 template: Optional[Sequence] = None) -> None:
         super().__init__(crop_size)
         from hsst.face import FaceAnalysis
         from hsst.runtime.pipeline import create_face_detector
 
         self.detector = on_onnxruntime(detector or DetectorConfig())
-        self.app = FaceAnalysis(detector=create_face_detector(self.detector), crop_size=self.crop_size).prepare()
+        self.app = FaceAnalysis(detector=create_face_detector(self.detector), crop_size=self.crop_size,
+                                template=template).prepare()
 
     @property
     def signature(self) -> str:

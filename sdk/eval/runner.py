@@ -190,7 +190,8 @@ class Evaluator:
         self.config = config.validate()
         self.model = model or load_model(config.model, device=config.device, batch_size=config.batch_size,
                                          threads=config.threads)
-        kwargs = {"detector": config.detector_settings()} if config.faces == "detect" else {}
+        kwargs = ({"detector": config.detector_settings(), "template": self.model.meta.preprocess.template}
+                  if config.faces == "detect" else {})
         self.faces = create_face_source(config.faces, self.model.crop_size, **kwargs)
         self.cache = EmbeddingCache(config.cache) if config.use_cache else NullCache()
         self.extractor = EmbeddingExtractor(self.model, self.faces, self.cache, batch_size=config.batch_size,

@@ -19,10 +19,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from hsst.core.boxes import iou_matrix
 from hsst.core.errors import ConfigError, ModelError
 from hsst.core.image import check_frame, to_gray_or_bgr, to_uint8
 from hsst.face.mesh import FaceMesh, MeshResult, MeshRoi
-from hsst.face.models import create_session
+from hsst.face.weights import create_session
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +49,6 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, iou_thresh:
     keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.astype(np.float32).tolist(), float(score_thresh),
                             float(iou_thresh))
     return np.asarray(keep, dtype=np.int64).reshape(-1)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) intersection over union of boxes x1, y1, x2, y2."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:4] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:4] - b[:, :2], 0.0, None), axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 # ------------------------------------------------------------------------------------ light normalisation
@@ -220,9 +211,9 @@ class BlazeFaceDetector:
         tile_min_face: also run overlapping square tiles when the frame is so large that faces of this side
             would fall below ~4 % of the longer side (off by default).
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
-        model_dir: folder of exported ONNX files (see :func:`hsst.face.models.model_path`) or, with
+        model_dir: folder of exported ONNX files (see :func:`hsst.face.weights.model_path`) or, with
             ``backend="tensorrt"``, of the engines built from them by ``hsst-export --detector --trt``.
-        backend: ``onnxruntime`` or ``tensorrt`` (same models, see :func:`hsst.face.models.create_session`).
+        backend: ``onnxruntime`` or ``tensorrt`` (same models, see :func:`hsst.face.weights.create_session`).
         normalize: hard-light handling (:data:`NORMALIZE_MODES`): ``retry`` (default) runs BlazeFace a second
             time, on a contrast-normalised canvas (:class:`ContrastNormalizer`), when the first pass finds no
             face scoring ``retry_below`` or more, and adds the faces only that pass finds (frames with a
@@ -337,7 +328,7 @@ class BlazeFaceDetector:
         if not len(more):
             return dets, scores
         if len(dets):
-            new = _iou(more[:, :4], dets[:, :4]).max(1) <= self.nms_thresh
+            new = iou_matrix(more[:, :4], dets[:, :4]).max(1) <= self.nms_thresh
             more, more_scores = more[new], more_scores[new]
             if len(more):
                 logger.debug("%d face(s) found only on the contrast-normalised frame", len(more))

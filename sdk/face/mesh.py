@@ -25,7 +25,7 @@ import numpy as np
 
 from hsst.core.errors import InputError, ModelError
 from hsst.core.image import check_frame, to_gray_or_bgr
-from hsst.face.models import create_session
+from hsst.face.weights import create_session
 
 NUM_VERTICES = 468
 INPUT_SIZE = 192
@@ -177,8 +177,8 @@ class FaceMesh:
     Args:
         providers: onnxruntime execution providers (default CPU).
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
-        model_dir: folder of exported ONNX files (see :func:`hsst.face.models.model_path`).
-        backend: ``onnxruntime`` or ``tensorrt`` (see :func:`hsst.face.models.create_session`).
+        model_dir: folder of exported ONNX files (see :func:`hsst.face.weights.model_path`).
+        backend: ``onnxruntime`` or ``tensorrt`` (see :func:`hsst.face.weights.create_session`).
 
     Example:
         >>> mesh = FaceMesh()

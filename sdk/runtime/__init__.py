@@ -16,7 +16,7 @@ from hsst.runtime.enroll import Enroller, EnrollResult
 from hsst.runtime.events import Event, EventBus, JsonlEventLog, read_events
 from hsst.runtime.gallery import Gallery, InMemoryGallery
 from hsst.runtime.telemetry import Metrics
-from hsst.runtime.models import default_embedding_model, resolve_model
+from hsst.runtime.model_files import default_embedding_model, resolve_model
 from hsst.runtime.pipeline import FrameResult, GatePipeline, create_face_finder
 from hsst.runtime.quality import FaceQuality, QualityAssessor
 from hsst.runtime.sources import (FrameSource, ImageFolderSource, OpenCVSource, ReconnectingSource, SourceError,

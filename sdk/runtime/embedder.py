@@ -10,9 +10,9 @@ import numpy as np
 from hsst.core.errors import ModelError
 from hsst.core.metadata import ModelMeta
 from hsst.core.preprocess import l2_normalize, to_input
-from hsst.runtime.backends.base import Backend, create_backend
+from hsst.core.backends.base import Backend, create_backend
 from hsst.runtime.config import EmbedderConfig
-from hsst.runtime.models import check_engine_meta, resolve_model
+from hsst.runtime.model_files import check_engine_meta, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Embedder:
     static batch dimension are fed in chunks of exactly that size (the last chunk padded).
 
     Args:
-        backend: a loaded :class:`~hsst.runtime.backends.base.Backend`.
+        backend: a loaded :class:`~hsst.core.backends.base.Backend`.
         meta: the model's metadata (preprocessing, embedding size, thresholds).
         max_batch: largest chunk for dynamic-batch models.
     """

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from hsst.core.boxes import iou_matrix
 from hsst.core.errors import DatasetError, HsstError
 from hsst.core.image import IMAGE_SUFFIXES, read_image
 
@@ -65,7 +66,6 @@ class Scene:
 
     def who_at(self, frame: int, bbox: Sequence[float]) -> Optional[Appearance]:
         """The appearance whose face box at ``frame`` overlaps ``bbox`` most (IoU >= 0.2)."""
-        from hsst.runtime.tracker import iou_matrix
 
         best, best_iou = None, 0.2
         for app in self.appearances:

@@ -55,7 +55,7 @@ def test_to_input_rejects_wrong_size():
     lambda shipped, photo: shipped.read_bytes()[: len(shipped.read_bytes()) // 2],  # truncated JSON
 ])
 def test_unreadable_sidecar_is_a_model_error(tmp_path, lfw_dir, make):
-    from hsst.runtime.models import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
+    from hsst.runtime.model_files import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
 
     shipped = sidecar_path(ASSETS_MODELS / DEFAULT_EMBEDDING_ONNX)
     path = tmp_path / "model.onnx.json"

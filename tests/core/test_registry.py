@@ -27,7 +27,7 @@ def test_register_resolve_and_aliases():
 
 
 def test_every_registry_of_hsst_is_one():
-    from hsst.runtime.backends.base import BACKENDS
+    from hsst.core.backends.base import BACKENDS
     from hsst.synth.mask.templates import TEMPLATES
 
     assert isinstance(BACKENDS, Registry) and isinstance(TEMPLATES, Registry)

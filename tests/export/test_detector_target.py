@@ -55,7 +55,7 @@ def test_detector_engine_build_and_gate(detector_files, lfw_dir):
     from hsst.export.detector_target import DetectorTarget
     from hsst.export.options import ExportOptions
     from hsst.export.parity import onnx_outputs
-    from hsst.runtime.backends.cuda import cuda_device_name
+    from hsst.core.backends.cuda import cuda_device_name
 
     (onnx_path, _), = detector_files
     target = DetectorTarget(ExportOptions(detector=True, half=True, data=lfw_dir), onnx_path.parent.parent)

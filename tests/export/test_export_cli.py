@@ -204,7 +204,7 @@ def test_next_line_after_an_engine_names_that_jetsons_config(tmp_path, engine, c
 
 # -- a given ONNX is checked before any work: loadable, and the model its sidecar describes ------------------------
 def _shipped_onnx():
-    from hsst.runtime.models import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
+    from hsst.runtime.model_files import ASSETS_MODELS, DEFAULT_EMBEDDING_ONNX
 
     return ASSETS_MODELS / DEFAULT_EMBEDDING_ONNX
 

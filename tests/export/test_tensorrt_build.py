@@ -37,7 +37,7 @@ def test_engine_filename_scheme():
 
 
 def test_engine_filename_parses_with_the_runtime_pattern():
-    runtime_models = pytest.importorskip("hsst.runtime.models")
+    runtime_models = pytest.importorskip("hsst.runtime.model_files")
     name = engine_filename("hsst-mobilefacenet-112", 8, "8.5.2.2", ("dla", 0), "int8")
     fields = runtime_models.parse_engine_name(name)
     assert fields == {"model": "hsst-mobilefacenet-112", "maxbatch": "8", "trt": "8502", "device": "dla0",

@@ -26,7 +26,7 @@ def dyn_onnx(tmp_path_factory, probe_net, gray_meta):
 
 def test_fp16_engine_matches_onnxruntime_and_has_latency(tmp_path, dyn_onnx, lfw_faces):
     from hsst.export.tensorrt_build import EngineBuildConfig, build_engine
-    from hsst.runtime.backends import create_backend, latency_percentiles
+    from hsst.core.backends import create_backend, latency_percentiles
 
     engine = tmp_path / "m.engine"
     cfg = EngineBuildConfig(precision="fp16", chw=(1, 112, 112), profile=(1, 4, 8), workspace_gib=1.0,
@@ -52,7 +52,7 @@ def test_exporter_fp16_and_int8_with_calibration_cache(tmp_path, probe_ckpt, fac
     import tensorrt as trt
 
     from hsst.export.tensorrt_build import api_generation
-    from hsst.runtime.backends.cuda import cuda_device_name
+    from hsst.core.backends.cuda import cuda_device_name
 
     res = export(weights=probe_ckpt, formats=("engine",), half=True, dynamic=True, batch=8, data=face_dir,
                  output=tmp_path)
@@ -110,7 +110,7 @@ def test_calibration_error_reaches_the_user(tmp_path, dyn_onnx, face_dir, gray_m
 def test_pinned_profile_engine_is_static_for_the_runtime(tmp_path, dyn_onnx, lfw_faces):
     # What DLA engines get: a dynamic ONNX with min = opt = max; the runtime must pad, not send smaller batches.
     from hsst.export.tensorrt_build import EngineBuildConfig, build_engine
-    from hsst.runtime.backends import create_backend
+    from hsst.core.backends import create_backend
 
     engine = tmp_path / "m.engine"
     build_engine(dyn_onnx, engine, EngineBuildConfig(precision="fp16", chw=(1, 112, 112), profile=(4, 4, 4)))
@@ -157,8 +157,8 @@ def test_failed_engine_gate_keeps_the_engine_as_failed(tmp_path, probe_ckpt, fac
 def test_detector_engines_through_the_exporter(tmp_path, face_dir, detectors_only):
     import tensorrt as trt
 
-    from hsst.face.models import engine_path
-    from hsst.runtime.backends.cuda import cuda_device_name
+    from hsst.face.weights import engine_path
+    from hsst.core.backends.cuda import cuda_device_name
 
     res = export(detector=True, formats=("engine",), half=True, data=face_dir, output=tmp_path)
     engines = [a for a in res.artifacts if a.kind == "detector-engine"]

@@ -8,7 +8,7 @@ import pytest
 
 from hsst.core.errors import ConfigError
 from hsst.runtime.config import GateConfig, load_config
-from hsst.runtime.models import parse_engine_name
+from hsst.runtime.model_files import parse_engine_name
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "firmware_configs").glob("*.yaml"))
 

@@ -5,7 +5,7 @@ import sys
 
 def test_runtime_never_imports_torch():
     code = ("import sys\n"
-            "import hsst.runtime, hsst.runtime.cli, hsst.runtime.backends.tensorrt_backend\n"
+            "import hsst.runtime, hsst.runtime.cli, hsst.core.backends.tensorrt_backend\n"
             "from hsst.runtime.pipeline import create_face_finder\n"
             "from hsst.runtime.config import DetectorConfig\n"
             "create_face_finder(DetectorConfig(threads=1))\n"

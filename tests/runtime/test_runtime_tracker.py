@@ -2,7 +2,8 @@
 import numpy as np
 
 from hsst.runtime.config import TrackerConfig
-from hsst.runtime.tracker import IoUTracker, iou_matrix
+from hsst.core.boxes import iou_matrix
+from hsst.runtime.tracker import IoUTracker
 
 
 def test_iou_matrix_values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hsst.core.errors import ModelError
-from hsst.runtime.models import ASSETS_MODELS
+from hsst.runtime.model_files import ASSETS_MODELS
 from hsst.train.checkpointing import load_train_state
 from hsst.train.models import load_probe_checkpoint
 

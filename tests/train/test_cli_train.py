@@ -119,7 +119,7 @@ def test_cli_batch_size_error_says_what_the_scan_left_out(orl_dir, tmp_path):
 
 
 def test_cli_truncated_init_checkpoint(orl_dir, tmp_path):
-    from hsst.runtime.models import ASSETS_MODELS
+    from hsst.runtime.model_files import ASSETS_MODELS
 
     truncated = tmp_path / "init.pt"
     truncated.write_bytes((ASSETS_MODELS / "hsst-mobilefacenet-112.pt").read_bytes()[:100_000])

@@ -4,9 +4,9 @@
 optional TensorRT / pycuda imports, the CUDA context and device queries. Neither imports TensorRT or pycuda
 until an engine is loaded.
 """
-from hsst.runtime.backends.base import (Backend, TensorSpec, create_backend, latency_percentiles, list_backends,
+from hsst.core.backends.base import (Backend, TensorSpec, create_backend, latency_percentiles, list_backends,
                                         register_backend)
-from hsst.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from hsst.core.backends.onnxruntime_backend import OnnxRuntimeBackend
 
 __all__ = ["Backend", "TensorSpec", "create_backend", "list_backends", "register_backend", "latency_percentiles",
            "OnnxRuntimeBackend"]

@@ -8,7 +8,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from hsst.core.errors import ModelError
-from hsst.runtime.backends.base import Backend, TensorSpec, register_backend
+from hsst.core.backends.base import Backend, TensorSpec, register_backend
 
 logger = logging.getLogger(__name__)
 

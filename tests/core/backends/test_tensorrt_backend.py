@@ -30,7 +30,7 @@ def engine(mfn_onnx, tmp_path_factory):
 
 
 def test_matches_onnxruntime_and_works_from_threads(engine, mfn_onnx):
-    from hsst.runtime.backends import create_backend
+    from hsst.core.backends import create_backend
 
     trt_backend = create_backend("tensorrt", engine)
     ort_backend = create_backend("onnxruntime", mfn_onnx, threads=1)
@@ -51,7 +51,7 @@ def test_matches_onnxruntime_and_works_from_threads(engine, mfn_onnx):
 
 
 def test_corrupt_engine(tmp_path):
-    from hsst.runtime.backends import create_backend
+    from hsst.core.backends import create_backend
 
     bad = tmp_path / "bad.engine"
     bad.write_bytes(b"not an engine")

@@ -7,7 +7,7 @@ Supports both TensorRT Python API generations found on Jetsons:
 * TensorRT 8.2 (Jetson Nano, JetPack 4.6): bindings, ``set_binding_shape`` and ``execute_async_v2``
   (``execute_async`` for implicit-batch engines).
 
-Threading: the backend owns a :class:`~hsst.runtime.backends.cuda.CudaContext` on the requested device and
+Threading: the backend owns a :class:`~hsst.core.backends.cuda.CudaContext` on the requested device and
 makes it current around every call, so the worker thread that runs inference need not be the one that loaded
 the engine. :meth:`close` frees the buffers inside the context, then detaches it. This is the one engine runner
 of hsst: the gate runtime and the exporter's accuracy gates, latency figures and self-test all use it.
@@ -25,8 +25,8 @@ import numpy as np
 
 from hsst.core.errors import InputError, ModelError
 from hsst.core.metadata import ModelMeta, check_engine_compat, sidecar_path
-from hsst.runtime.backends.base import Backend, TensorSpec, register_backend
-from hsst.runtime.backends.cuda import CudaContext, import_pycuda, import_tensorrt, numpy_dtype
+from hsst.core.backends.base import Backend, TensorSpec, register_backend
+from hsst.core.backends.cuda import CudaContext, import_pycuda, import_tensorrt, numpy_dtype
 
 logger = logging.getLogger(__name__)
 

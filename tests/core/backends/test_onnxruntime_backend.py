@@ -8,7 +8,7 @@ from hsst.core.errors import ConfigError, InputError, ModelError
 from hsst.core.image import read_image
 from hsst.core.metadata import ModelMeta, sidecar_path
 from hsst.core.preprocess import to_input
-from hsst.runtime.backends import OnnxRuntimeBackend, create_backend, latency_percentiles, list_backends
+from hsst.core.backends import OnnxRuntimeBackend, create_backend, latency_percentiles, list_backends
 from hsst.runtime.embedder import Embedder
 
 

@@ -152,6 +152,6 @@ def create_backend(name: str, model_path: Union[str, Path], **options) -> Backen
         ModelError: missing or unloadable model, or the backend's libraries are not installed.
     """
     # Import here so registering stays lazy and TensorRT is only imported when asked for.
-    from hsst.runtime.backends import onnxruntime_backend, tensorrt_backend  # noqa: F401
+    from hsst.core.backends import onnxruntime_backend, tensorrt_backend  # noqa: F401
 
     return BACKENDS.get(name)(model_path, **options)

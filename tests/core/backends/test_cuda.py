@@ -1,4 +1,4 @@
-"""hsst.runtime.backends.cuda: clear errors where TensorRT / pycuda are missing (checked on this machine as it is),
+"""hsst.core.backends.cuda: clear errors where TensorRT / pycuda are missing (checked on this machine as it is),
 and the real CUDA context on a GPU host (marker trt)."""
 import importlib.util
 import threading
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from hsst.core.errors import ModelError
-from hsst.runtime.backends import create_backend
-from hsst.runtime.backends.cuda import (TRT_DATATYPES, CudaContext, TensorRTUnavailable, cuda_device_info,
+from hsst.core.backends import create_backend
+from hsst.core.backends.cuda import (TRT_DATATYPES, CudaContext, TensorRTUnavailable, cuda_device_info,
                                         cuda_device_name, import_pycuda, import_tensorrt, numpy_dtype)
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from hsst.core.errors import ModelError
-from hsst.face import models
+from hsst.face import weights as models
 
 
 def test_package_files_are_located_through_metadata(need_blazeface, need_mtcnn):
@@ -54,7 +54,7 @@ def test_runtime_backend_session_matches_onnxruntime(need_blazeface, lfw_dir):
     import cv2
     import numpy as np
 
-    from hsst.runtime.backends import create_backend
+    from hsst.core.backends import create_backend
 
     direct = models.create_session("face_mesh")
     wrapped = models.BackendSession(create_backend("onnxruntime", models.model_path("face_mesh")))

@@ -111,7 +111,7 @@ def _convert_tflite(src: Path, dst: Path) -> None:
     except ImportError:
         raise ModelError(f"converting {src.name} to ONNX needs tflite2onnx, which is not installed; install it "
                          f"with: {PIP_TFLITE2ONNX} (or copy ONNX files made by "
-                         f"hsst.face.models.export_face_models into $HSST_MODEL_DIR)") from None
+                         f"hsst.face.weights.export_face_models into $HSST_MODEL_DIR)") from None
     dst.parent.mkdir(parents=True, exist_ok=True)
     # Convert into a private temporary folder, then rename: parallel workers may convert at the same time.
     # The converter warns on every float16 weight tensor (they are dequantised correctly): keep it quiet.
@@ -168,7 +168,7 @@ def model_path(name: str, model_dir: Optional[Union[str, Path]] = None) -> Path:
             return candidate
         if model_dir is not None:
             raise ModelError(f"{candidate} not found; create the folder with "
-                             f"hsst.face.models.export_face_models({str(folder)!r})")
+                             f"hsst.face.weights.export_face_models({str(folder)!r})")
     src = package_file(name)
     return convert_once(spec.name, src) if spec.needs_conversion else src
 
@@ -202,7 +202,7 @@ BACKENDS = ("onnxruntime", "tensorrt")
 
 
 class BackendSession:
-    """A :class:`hsst.runtime.backends.Backend` seen through the slice of onnxruntime's session API the face
+    """A :class:`hsst.core.backends.Backend` seen through the slice of onnxruntime's session API the face
     models use (``get_inputs``, ``get_outputs``, ``run(None, feeds) -> list``), so one detector code path runs
     the same ONNX through onnxruntime here and its TensorRT engine on a Jetson."""
 
@@ -251,7 +251,7 @@ def create_session(name: str, providers: Optional[Sequence] = None, threads: int
     if backend not in BACKENDS:
         raise ConfigError(f"unknown face-model backend {backend!r}; choose from {BACKENDS}")
     if backend == "tensorrt":
-        from hsst.runtime.backends import create_backend  # lazy: hsst.runtime imports hsst.face
+        from hsst.core.backends import create_backend  # lazy: hsst.runtime imports hsst.face
 
         return BackendSession(create_backend("tensorrt", engine_path(name, model_dir)))
     import onnxruntime as ort
