@@ -150,7 +150,9 @@ def main(config_file: Optional[str], print_config: bool, verbose: bool, pause_af
     if print_config:
         click.echo(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         return
-    from hsst.train.trainer import train  # torch import only when training
+    # The loop loads only when it runs; torch itself is already imported (the config reads the registries of
+    # models and losses to validate its choices).
+    from hsst.train.trainer import train
 
     try:
         result = train(config, pause_after=pause_after)
