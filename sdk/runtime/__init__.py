@@ -1,6 +1,6 @@
 """The streaming gate runtime (torch-free): sources, backends, tracking, quality, gallery, decisions.
 
-Typical use::
+Firmware uses :class:`Gate` (``hsst.Gate``, docs/API.md). The pipeline underneath::
 
     from hsst.runtime import GatePipeline, load_config
     gate = GatePipeline(load_config("firmware_configs/laptop-cpu.yaml"))
@@ -12,9 +12,10 @@ from hsst.face.finder import FaceFinder
 from hsst.runtime.config import GateConfig, load_config
 from hsst.runtime.decision import DecisionMaker, resolve_threshold
 from hsst.runtime.embedder import Embedder
-from hsst.runtime.enroll import Enroller, EnrollResult
+from hsst.runtime.enroll import Enroller, EnrollReport, EnrollResult
 from hsst.runtime.events import Event, EventBus, JsonlEventLog, read_events
-from hsst.runtime.gallery import Gallery, InMemoryGallery
+from hsst.runtime.gallery import Gallery, InMemoryGallery, open_store
+from hsst.runtime.gate import Gate, Match
 from hsst.runtime.telemetry import Metrics
 from hsst.runtime.model_files import default_embedding_model, resolve_model
 from hsst.runtime.pipeline import FrameResult, GatePipeline, create_face_finder
@@ -24,6 +25,7 @@ from hsst.runtime.sources import (FrameSource, ImageFolderSource, OpenCVSource, 
 from hsst.runtime.tracker import IoUTracker, Track
 
 __all__ = [
+    "Gate", "Match", "EnrollReport", "open_store",
     "GateConfig", "load_config", "DecisionMaker", "resolve_threshold", "Embedder", "Enroller", "EnrollResult",
     "Event", "EventBus", "JsonlEventLog", "read_events", "Gallery", "InMemoryGallery", "Metrics",
     "default_embedding_model", "resolve_model", "FaceFinder", "create_face_finder", "FrameResult", "GatePipeline",

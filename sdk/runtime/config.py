@@ -24,6 +24,8 @@ DETECTOR_MODELS = ("auto", "blazeface", "mtcnn")
 DETECTOR_VARIANTS = ("blazeface_short", "blazeface_full", "both")
 #: DetectorConfig fields that say where and how often the detector runs, not which faces it finds in an image
 DETECTOR_RUN_FIELDS = ("threads", "model_dir", "backend", "every_n_frames")
+#: hsst.gallery.IndexOptions storages (kept here so that loading a config imports no gallery code)
+INDEX_STORAGES = ("float32", "float16", "int8")
 
 
 @dataclass
@@ -299,18 +301,34 @@ class EventsConfig:
 
 @dataclass
 class GalleryConfig:
-    """Enrolled identities.
+    """Enrolled identities: the encrypted store of :mod:`hsst.gallery` (or, without ``path``, memory only).
 
     Attributes:
-        enroll_dir: folder of VIS photos enrolled at start (``<dir>/<identity>/*.jpg`` or ``<dir>/<identity>.jpg``).
+        path: the gallery file (SQLite, AES-GCM templates; created at the first start). None: an in-memory
+            gallery that is gone when the process ends (demos, tests).
+        keys_dir: folder of ``data.key`` (0600) and ``verify.pem`` made by ``hsst-gallery keygen``.
+        key_env: environment variable holding the data key (64 hex characters) when ``keys_dir`` is not set.
+        index_storage: search matrix precision: ``float32`` (exact), ``float16`` or ``int8`` (4x smaller).
+        enroll_dir: folder of VIS photos enrolled at start (``<dir>/<identity>/*.jpg`` or ``<dir>/<identity>.jpg``);
+            for demos: with ``path`` set, they are enrolled into the store only when not enrolled yet.
         min_enroll_quality: reject enrolment photos whose quality score is below this (0..1).
+        duplicate_check: warn when an enrolment photo already matches another identity above the decision
+            threshold (the same person enrolled twice, or a mix-up of photos).
     """
 
+    path: Optional[str] = None
+    keys_dir: Optional[str] = None
+    key_env: str = "HSST_GALLERY_KEY"
+    index_storage: str = "float32"
     enroll_dir: Optional[str] = None
     min_enroll_quality: float = 0.3
+    duplicate_check: bool = True
 
     def validate(self, where: str) -> None:
         _in_range(self.min_enroll_quality, 0.0, 1.0, f"{where}.min_enroll_quality")
+        _one_of(self.index_storage, INDEX_STORAGES, f"{where}.index_storage")
+        if not self.key_env:
+            raise ConfigError(f"{where}.key_env must name an environment variable, e.g. HSST_GALLERY_KEY")
 
 
 @dataclass

@@ -2,17 +2,21 @@
 
 :class:`Gallery` is what the pipeline talks to; :class:`InMemoryGallery` keeps templates in a numpy matrix
 and searches with one BLAS matrix product (faiss ``IndexFlatIP`` style). The persistent, encrypted gallery
-implements the same interface.
+(:class:`hsst.gallery.GalleryStore`, opened from a gate config by :func:`open_store`) implements the same interface.
 """
 from __future__ import annotations
 
 import abc
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from hsst.core.errors import InputError
+
+if TYPE_CHECKING:
+    from hsst.runtime.config import GalleryConfig
 
 
 def check_embeddings(x: np.ndarray, dim: Optional[int], name: str) -> np.ndarray:
@@ -178,3 +182,46 @@ class InMemoryGallery(Gallery):
 
     def __len__(self) -> int:
         return len(self._templates)
+
+
+def gallery_keys(config: "GalleryConfig"):
+    """The data key's provider that ``config`` names: ``keys_dir`` files, else the ``key_env`` variable.
+
+    Raises:
+        ConfigError: neither is available (the message says how to make keys).
+    """
+    import os
+
+    from hsst.core.errors import ConfigError
+    from hsst.gallery import EnvKeys, FileKeys
+
+    if config.keys_dir:
+        return FileKeys.from_dir(config.keys_dir)
+    if os.environ.get(config.key_env):
+        return EnvKeys(data_var=config.key_env)
+    raise ConfigError(f"gallery.path is {config.path} but there is no key for it: set gallery.keys_dir to a folder "
+                      f"made by `hsst-gallery keygen --out DIR` (data.key, 0600), or set the environment variable "
+                      f"{config.key_env} to the 64 hex characters of the data key")
+
+
+def open_store(config: "GalleryConfig", model: Union[str, Path], dim: Optional[int] = None):
+    """Open (or create) the encrypted gallery file of ``config``, bound to the model file ``model``.
+
+    Args:
+        config: the gate config's ``gallery`` section (``path`` must be set).
+        model: the embedding model file in use; its SHA-256 binds the templates.
+        dim: embedding dimension of a created gallery.
+
+    Returns:
+        A :class:`hsst.gallery.GalleryStore` (it answers the :class:`Gallery` interface).
+
+    Raises:
+        ModelMismatch: the gallery's templates come from another model (the message says how to re-embed).
+        WrongKey, KeySourceError, StoreError: see :meth:`hsst.gallery.GalleryStore.open`.
+    """
+    from hsst.gallery import GalleryStore, IndexOptions, model_hash
+
+    if not config.path:
+        raise InputError("open_store needs gallery.path (None means an in-memory gallery)")
+    return GalleryStore.open(config.path, gallery_keys(config), model_hash(model),
+                             index=IndexOptions(storage=config.index_storage), create=True, dim=dim)

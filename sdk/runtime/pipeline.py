@@ -35,7 +35,7 @@ from hsst.runtime.config import DetectorConfig, GateConfig
 from hsst.runtime.decision import DecisionMaker, Verdict, resolve_threshold
 from hsst.runtime.embedder import Embedder
 from hsst.runtime.events import ACCEPT, SOURCE, Event, EventBus, JsonlEventLog
-from hsst.runtime.gallery import Gallery, InMemoryGallery
+from hsst.runtime.gallery import Gallery, InMemoryGallery, open_store
 from hsst.runtime.telemetry import Metrics
 from hsst.runtime.quality import FaceQuality, QualityAssessor
 from hsst.runtime.sources import FrameSource, ReconnectingSource, SourceError, make_source
@@ -215,7 +215,8 @@ class GatePipeline:
         config: the gate configuration.
         embedder: embedding model (None: built from ``config.embedder``).
         finder: face detector (None: built from ``config.detector``).
-        gallery: enrolled identities (None: an empty :class:`InMemoryGallery`).
+        gallery: enrolled identities (None: the store of ``config.gallery.path``, opened with its keys and bound
+            to the configured model, or an empty :class:`InMemoryGallery` when no path is set).
 
     Example:
         >>> gate = GatePipeline(load_config("firmware_configs/laptop-cpu.yaml"))
@@ -230,7 +231,13 @@ class GatePipeline:
         self._own_embedder = embedder is None
         self.embedder = embedder or Embedder.from_config(config.embedder)
         self.finder = finder or create_face_finder(config.detector)
-        self.gallery = gallery if gallery is not None else InMemoryGallery(self.embedder.dim)
+        self._own_gallery = gallery is None
+        try:
+            self.gallery = gallery if gallery is not None else self._open_gallery()
+        except BaseException:
+            if self._own_embedder:
+                self.embedder.close()
+            raise
         self.threshold, self.threshold_origin = resolve_threshold(self.embedder.meta, config.decision)
         self.tracker = IoUTracker(config.tracker)
         self.quality = QualityAssessor(config.quality)
@@ -254,6 +261,20 @@ class GatePipeline:
         logger.info("gate: model %s, threshold %.3f for FAR %g (%s), %d enrolled", self.embedder.meta.name,
                     self.threshold, config.decision.far, self.threshold_origin, len(self.gallery))
 
+    def _open_gallery(self) -> Gallery:
+        """The store of ``gallery.path`` (bound to the configured model's hash), else an in-memory gallery."""
+        if not self.config.gallery.path:
+            return InMemoryGallery(self.embedder.dim)
+        from hsst.runtime.model_files import resolve_model
+
+        model_path, _ = resolve_model(self.config.embedder.model)
+        return open_store(self.config.gallery, model_path, self.embedder.dim)
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the gallery outlives the process (a store file, not memory)."""
+        return not isinstance(self.gallery, InMemoryGallery)
+
     # -- enrolment ------------------------------------------------------------------------------------------
     def enroller(self):
         from hsst.runtime.enroll import Enroller
@@ -261,8 +282,10 @@ class GatePipeline:
         return Enroller(self.finder, self.embedder, self.config.quality, self.config.gallery.min_enroll_quality)
 
     def enroll_dir(self, folder) -> list:
-        """Enrol every identity of ``folder`` (see :meth:`hsst.runtime.enroll.Enroller.enroll_dir`)."""
-        return self.enroller().enroll_dir(self.gallery, folder)
+        """Enrol every identity of ``folder`` (see :meth:`hsst.runtime.enroll.Enroller.enroll_dir`); with a
+        store, identities it already holds are skipped (a demo restarted does not enrol its photos twice)."""
+        skip = set(self.gallery.identities) if self.persistent else set()
+        return self.enroller().enroll_dir(self.gallery, folder, skip=skip)
 
     # -- stages ---------------------------------------------------------------------------------------------
     def _count_event(self, event: Event) -> None:
@@ -645,8 +668,10 @@ class GatePipeline:
                 "quality": face.quality.to_dict()}
 
     def close(self) -> None:
-        """Release the event log and the model (when the pipeline created it)."""
+        """Release the event log, the model and the gallery store (those the pipeline created)."""
         if self._own_embedder:
             self.embedder.close()
+        if self._own_gallery and hasattr(self.gallery, "close"):  # a store file; memory needs no closing
+            self.gallery.close()
         if self._log is not None:
             self._log.close()

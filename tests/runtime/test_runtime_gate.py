@@ -1,0 +1,152 @@
+"""hsst.Gate (the firmware API) on real LFW faces, the shipped model and an encrypted gallery store: enrolment
+with checks and the duplicate warning, identification of a masked simulated-NIR probe, callbacks off the
+capture thread, concurrent identify + enrol while the gate streams, restart from the store, wrong model."""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hsst
+from hsst.core.image import read_image
+from hsst.core.metadata import sidecar_path
+from hsst.gallery import ModelMismatch, generate_keys
+
+PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")
+
+
+@pytest.fixture(scope="module")
+def probe_nir(lfw_dir) -> np.ndarray:
+    """A masked, simulated-NIR version of Colin Powell's fifth photo (gray; not an enrolment photo)."""
+    from hsst.synth import MaskedNirTransform
+
+    transform = MaskedNirTransform(types=("surgical",), aligned=False)
+    image = transform(read_image(lfw_dir / "Colin_Powell" / "Colin_Powell_0005.jpg"), np.random.default_rng(0))
+    assert transform.stats["masked"] == 1
+    return image
+
+
+def _overrides(tmp_path: Path, **more) -> dict:
+    keys = tmp_path / "keys"
+    if not keys.exists():
+        generate_keys(keys, signing=False)
+    return {"gallery.path": str(tmp_path / "gallery.db"), "gallery.keys_dir": str(keys),
+            "pipeline.metrics_every_s": 0, **more}
+
+
+def _photos(lfw_dir: Path, who: str, numbers=(2, 3)) -> list:
+    return [lfw_dir / who / f"{who}_{n:04d}.jpg" for n in numbers]
+
+
+def test_enrol_identify_and_restart_from_the_encrypted_store(tmp_path, lfw_dir, probe_nir, caplog):
+    gate = hsst.Gate.from_config(None, _overrides(tmp_path))  # not started: the API works without streaming
+    try:
+        for who in PEOPLE:
+            report = gate.enroll(who, _photos(lfw_dir, who), name=who.replace("_", " "), attributes={"badge": who[:2]})
+            assert report.templates == 2 and report.accepted, report.to_dict()
+        assert sorted(gate.identities()) == sorted(PEOPLE)
+        matches = gate.identify(probe_nir)
+        assert [m.identity for m in matches if m.accepted] == ["Colin_Powell"]
+        # The same face under another id: enrolled, with the duplicate warning naming the first identity.
+        with caplog.at_level(logging.WARNING, logger="hsst.runtime.enroll"):
+            dup = gate.enroll("CP-2", _photos(lfw_dir, "Colin_Powell", (1,)))
+        assert [who for who, _ in dup.duplicates] == ["Colin_Powell"] and "already matches Colin_Powell" in caplog.text
+        assert gate.remove("CP-2") and "CP-2" not in gate
+        store = gate.gallery
+        assert store.get("Colin_Powell").name == "Colin Powell" and len(store.photos("Colin_Powell")) == 2
+    finally:
+        gate.close()
+    # Restart: the templates come from the file (no photo is read again), the probe is still found.
+    gate = hsst.Gate.from_config(None, _overrides(tmp_path))
+    try:
+        assert sorted(gate.identities()) == sorted(PEOPLE)
+        assert [m.identity for m in gate.identify(probe_nir) if m.accepted] == ["Colin_Powell"]
+    finally:
+        gate.close()
+
+
+def test_enrolment_refuses_bad_photos_with_the_reason(tmp_path, lfw_dir):
+    photo = read_image(lfw_dir / "Tony_Blair" / "Tony_Blair_0002.jpg")
+    dark = (photo * 0.08).astype(np.uint8)
+    masked = photo.copy()
+    masked[int(photo.shape[0] * 0.55):int(photo.shape[0] * 0.75), :] = (200, 120, 40)  # a blue cloth band
+    gate = hsst.Gate.from_config(None, _overrides(tmp_path))
+    try:
+        report = gate.enroll("TB", [dark, np.zeros((200, 200, 3), np.uint8), photo])
+        reasons = [r.reason for r in report.photos]
+        assert "under-exposed" in reasons[0] or "no face" in reasons[0], reasons
+        assert not report.photos[1].accepted and reasons[1] and report.photos[2].accepted and report.templates == 1
+        refused = gate.enroll("TB2", [masked])
+        assert not refused.accepted and "TB2" not in gate
+        assert "masked" in refused.photos[0].reason or "no face" in refused.photos[0].reason
+    finally:
+        gate.close()
+
+
+def test_wrong_model_is_the_stores_clear_error(tmp_path, lfw_dir, default_model):
+    gate = hsst.Gate.from_config(None, _overrides(tmp_path))
+    assert gate.enroll("Tony_Blair", _photos(lfw_dir, "Tony_Blair", (2,))).accepted
+    gate.close()
+    other = tmp_path / "other.onnx"
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(default_model))
+    model.doc_string = "another model"  # the same network in another file: another model hash
+    onnx.save(model, str(other))
+    shutil.copyfile(sidecar_path(default_model), sidecar_path(other))
+    with pytest.raises(ModelMismatch, match="re-embed"):
+        hsst.Gate.from_config(None, _overrides(tmp_path, **{"embedder.model": str(other)}))
+
+
+def test_callbacks_off_the_capture_thread_concurrent_enrol_found_by_the_next_frame(tmp_path, lfw_dir, probe_nir):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(6):
+        shutil.copyfile(lfw_dir / "Tony_Blair" / "Tony_Blair_0006.jpg", frames / f"{i:03d}.jpg")
+    overrides = _overrides(tmp_path, **{"source.uri": f"file://{frames}/", "source.loop": True, "source.fps": None,
+                                        "decision.n": 1, "decision.m": 1, "decision.cooldown_s": 0.0,
+                                        "tracker.reembed_every": 1})
+    seen, threads = [], set()
+    gate = hsst.Gate.from_config(None, overrides)
+    assert gate.enroll("Colin_Powell", _photos(lfw_dir, "Colin_Powell")).accepted
+
+    @gate.on_decision
+    def broken(event):
+        raise RuntimeError("a firmware bug")
+
+    gate.on_decision(lambda event: (seen.append((event.kind, event.identity, event.frame_index)),
+                                    threads.add(threading.current_thread().name)))
+    errors = []
+
+    def identify_loop():
+        try:
+            for _ in range(3):
+                assert [m.identity for m in gate.identify(probe_nir) if m.accepted] == ["Colin_Powell"]
+        except Exception as exc:  # reported below: an assert in a thread would be lost
+            errors.append(exc)
+
+    with gate:
+        deadline = time.monotonic() + 30
+        while not any(kind == "unknown" for kind, _, _ in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen and all(who is None for _, who, _ in seen), seen
+        workers = [threading.Thread(target=identify_loop) for _ in range(2)]
+        for w in workers:
+            w.start()
+        enrolled_at = gate.pipeline.latest.frame_index
+        assert gate.enroll("Tony_Blair", _photos(lfw_dir, "Tony_Blair", (2, 3))).accepted
+        while not any(who == "Tony_Blair" for _, who, _ in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for w in workers:
+            w.join(30)
+        assert gate.running  # the raising callback did not stop the gate
+    assert not errors, errors
+    accepted = [index for kind, who, index in seen if who == "Tony_Blair"]
+    assert accepted and accepted[0] > enrolled_at
+    # found within a few frames of the enrolment (frames in flight in the queues were embedded before it)
+    assert accepted[0] - enrolled_at <= 2 + 2 * gate.config.pipeline.queue_size
+    assert threads == {"hsst-callbacks"} and gate.callback_errors >= len(seen)
