@@ -67,6 +67,7 @@ setup(
             "hsst-export=hsst.export.cli:main",
             "hsst-gate=hsst.runtime.cli:gate",
             "hsst-identify=hsst.runtime.cli:identify",
+            "hsst-enroll=hsst.runtime.cli:enroll",
         ],
         # The torch-free evaluation finds the trainer's checkpoint runner here instead of importing it.
         "hsst.eval_models": ["checkpoint=hsst.train.models.evaluation:CheckpointModel"],

@@ -1,4 +1,5 @@
-"""Command-line entry points: ``hsst-gate`` (the streaming gate) and ``hsst-identify`` (single images, JSON)."""
+"""Command-line entry points: ``hsst-gate`` (the streaming gate), ``hsst-identify`` (single images, JSON) and
+``hsst-enroll`` (one identity into the gallery store)."""
 from __future__ import annotations
 
 import json
@@ -49,8 +50,10 @@ def _enroll(gate, folder: Optional[str], allow_empty: bool) -> None:
         raise DatasetError(f"nobody enrolled: all {len(rejected)} photo(s) in {folder} were rejected (reasons "
                            "above); use clear photos with one face each, or pass --allow-empty to run with an empty "
                            "gallery")
-    raise ConfigError("nobody enrolled: pass --enroll DIR (VIS photos, <identity>/*.jpg or <identity>.jpg) or set "
-                      "gallery.enroll_dir, or pass --allow-empty to run with an empty gallery (every face unknown)")
+    raise ConfigError("nobody enrolled: set gallery.path to a gallery store filled by `hsst-enroll` (or "
+                      "`hsst-gallery import`), or for a demo pass --enroll DIR (VIS photos, <identity>/*.jpg or "
+                      "<identity>.jpg) or set gallery.enroll_dir, or pass --allow-empty to run with an empty gallery "
+                      "(every face unknown)")
 
 
 def _pipeline(config_path: str, overrides: dict, allow_empty: bool):
@@ -134,3 +137,53 @@ def identify(config_path: str, model: Optional[str], enroll: Optional[str], allo
         pipeline.close()
     if failed:  # the JSON lines say which; stderr says that some failed, for whoever reads only the exit
         raise click.ClickException(f"{len(failed)} of {len(images)} image(s) failed, e.g. {failed[0]}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="Gate configuration with gallery.path (the store) and gallery.keys_dir or gallery.key_env.")
+@click.option("--id", "identity", required=True, help="Identity id (badge or employee number).")
+@click.option("--name", default=None, help="Display name.")
+@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="An attribute (repeatable).")
+@click.option("--gallery", default=None, type=click.Path(dir_okay=False), help="Override gallery.path.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON report on stdout.")
+@click.option("--log-level", default="WARNING", show_default=True)
+@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def enroll(config_path: str, identity: str, name: Optional[str], attrs: Tuple[str, ...], gallery: Optional[str],
+           as_json: bool, log_level: str, photos: Tuple[str, ...]) -> None:
+    """Enrol one identity from VIS PHOTOS (one face each) into the gallery store; refusals with reasons."""
+    from hsst.runtime.gate import Gate
+
+    _setup_logging(log_level)
+    attributes = {}
+    for item in attrs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
+        attributes[key] = value
+    try:
+        config = load_config(config_path, {"gallery.path": gallery} if gallery else None)
+        if not config.gallery.path:
+            raise ConfigError(f"{config_path}: gallery.path is not set; hsst-enroll writes to the gallery store "
+                              "(an in-memory gallery would be gone when the command ends): set gallery.path or "
+                              "pass --gallery FILE")
+        config.gallery.enroll_dir = None  # enrol what was asked, nothing else
+        gate = Gate(config)
+    except HsstError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        report = gate.enroll(identity, list(photos), name=name, attributes=attributes or None)
+    except HsstError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        gate.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        for r in report.photos:
+            click.echo(f"{'accepted' if r.accepted else 'refused '} {r.path}{'' if r.accepted else ': ' + r.reason}")
+        for who, score in report.duplicates:
+            click.echo(f"warning: the face already matches {who} (cosine {score:.3f})", err=True)
+        click.echo(f"{identity}: {report.templates} template(s) stored in {config.gallery.path}")
+    if not report.accepted:
+        raise click.ClickException(f"nothing enrolled for {identity}: every photo was refused (reasons above)")

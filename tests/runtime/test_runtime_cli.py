@@ -86,7 +86,7 @@ def test_enrolment_where_every_photo_fails_is_an_error(setup, tmp_path, command)
 def test_identify_without_a_gallery_needs_allow_empty(setup):
     config, _, _, files = setup
     result = CliRunner().invoke(identify, ["--config", str(config), str(files[0])])
-    assert result.exit_code == 1 and "nobody enrolled: pass --enroll DIR" in _last_line(result)
+    assert result.exit_code == 1 and "nobody enrolled: set gallery.path" in _last_line(result) and "--enroll DIR" in _last_line(result)
     result = CliRunner().invoke(identify, ["--config", str(config), "--allow-empty", str(files[0])])
     assert result.exit_code == 0, result.output
     faces = json.loads(result.output.strip().splitlines()[-1])["faces"]
