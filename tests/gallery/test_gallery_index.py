@@ -1,0 +1,203 @@
+"""TemplateIndex: exact top-k on real embeddings, numpy and FAISS agreeing per storage, the switch by size,
+removal, input checks, and searches running while templates land."""
+import threading
+
+import numpy as np
+import pytest
+
+from hsst.core.errors import ConfigError, InputError
+from hsst.gallery.index import STORAGES, Codec, IndexOptions, TemplateIndex, faiss_available
+
+needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss-cpu not installed (pip install 'hsst[faiss]')")
+
+
+def _unit(rng, n, dim=192):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+
+
+def _gallery(real_faces, fill=500):
+    """Real templates (every photo but each person's last) and random unit-vector distractors."""
+    names, probes = real_faces.probes()
+    keep = [i for i, n in enumerate(real_faces.names) if not np.any(np.all(real_faces.embeddings[i] == probes, axis=1))]
+    real = real_faces.embeddings[keep]
+    vectors = np.ascontiguousarray(np.concatenate([real, _unit(np.random.default_rng(0), fill)]))
+    owners = [real_faces.names[i] for i in keep] + [f"fill{i}" for i in range(fill)]
+    return vectors, owners, names, probes
+
+
+def _index(vectors, owners, **options):
+    index = TemplateIndex(vectors.shape[1], IndexOptions(**options))
+    index.add(vectors, np.arange(10, 10 + len(vectors)), owners)
+    return index
+
+
+def test_float32_numpy_is_exact_and_finds_the_real_person(real_faces):
+    vectors, owners, names, probes = _gallery(real_faces)
+    index = _index(vectors, owners, backend="numpy")
+    scores, labels = index.search(probes, k=5)
+    brute = probes @ vectors.T
+    for i in range(len(probes)):
+        order = np.argsort(-brute[i])[:5]
+        np.testing.assert_array_equal(labels[i], order + 10)
+        np.testing.assert_allclose(scores[i], brute[i][order], rtol=1e-5, atol=1e-6)
+    ids, best = index.search_owners(probes, k=1)
+    assert (ids[:, 0] == np.array(names)).mean() >= 0.8  # LFW, two enrolment photos, 500 distractors
+    assert best.dtype == np.float32 and ids.dtype == object
+
+
+@needs_faiss
+@pytest.mark.parametrize("storage", STORAGES)
+def test_numpy_and_faiss_score_the_same_codes(real_faces, storage):
+    vectors, owners, _, probes = _gallery(real_faces)
+    ours = _index(vectors, owners, storage=storage, backend="numpy")
+    theirs = _index(vectors, owners, storage=storage, backend="faiss")
+    assert ours.backend == "numpy" and theirs.backend == "faiss"
+    s1, l1 = ours.search(probes, k=10)
+    s2, l2 = theirs.search(probes, k=10)
+    np.testing.assert_allclose(s1, s2, atol=2e-5)
+    # equal scores may be ordered differently; otherwise the same templates
+    assert (l1[:, 0] == l2[:, 0]).mean() == 1.0
+    exact = _index(vectors, owners, backend="numpy").search(probes, k=1)[1]
+    assert (l1[:, 0] == exact[:, 0]).mean() == 1.0  # compact codes keep the real top-1 here
+    np.testing.assert_allclose(s1[:, 0], (probes @ vectors.T).max(axis=1), atol=0.02 if storage == "int8" else 2e-3)
+
+
+def test_owners_are_ranked_by_their_best_template(real_faces):
+    vectors, owners, _, probes = _gallery(real_faces, fill=50)
+    index = _index(vectors, owners, backend="numpy")
+    ids, scores = index.search_owners(probes, k=4)
+    sims = probes @ vectors.T
+    people = sorted(set(owners))
+    for i in range(len(probes)):
+        per_owner = {p: max(sims[i][j] for j, o in enumerate(owners) if o == p) for p in people}
+        expected = sorted(people, key=lambda p: -per_owner[p])[:4]
+        assert list(ids[i]) == expected
+        np.testing.assert_allclose(scores[i], [per_owner[p] for p in expected], rtol=1e-5)
+        assert len(set(ids[i])) == 4
+
+
+def test_remove_and_padding():
+    rng = np.random.default_rng(1)
+    x = _unit(rng, 6, 16)
+    index = TemplateIndex(16)
+    index.add(x, np.arange(6), ["a", "a", "b", "b", "c", "c"])
+    assert index.remove([0, 1, 99]) == 2 and len(index) == 4 and index.num_owners == 2
+    ids, scores = index.search_owners(x[0], k=3)
+    assert ids[0, 2] is None and scores[0, 2] == -np.inf and set(ids[0, :2]) == {"b", "c"}
+    scores, labels = index.search(x[2], k=6)
+    assert labels[0, 0] == 2 and list(labels[0, 4:]) == [-1, -1]
+    index.remove([2, 3, 4, 5])
+    assert index.search_owners(x[0], k=1)[0][0, 0] is None
+    index.add(x[:1], np.array([7]), ["d"])
+    with pytest.raises(InputError, match="already in the index"):
+        index.add(x[:1], np.array([7]), ["d"])
+
+
+@needs_faiss
+def test_auto_moves_to_faiss_when_the_gallery_grows(real_faces):
+    vectors, owners, _, probes = _gallery(real_faces, fill=300)
+    index = TemplateIndex(192, IndexOptions(storage="int8", faiss_min=200))
+    index.add(vectors[:150], np.arange(150), owners[:150])
+    assert index.backend == "numpy"
+    before = index.search(probes, k=3)
+    index.add(vectors[150:], np.arange(150, len(vectors)), owners[150:])
+    assert index.backend == "faiss" and len(index) == len(vectors)
+    after = _index(vectors, owners, storage="int8", backend="numpy").search(probes, k=3)
+    np.testing.assert_allclose(index.search(probes, k=3)[0], after[0], atol=2e-5)
+    assert before[0].shape == (len(probes), 3)
+    index.remove(np.arange(0, 100))
+    assert len(index) == len(vectors) - 100 and not set(index.search(probes, k=3)[1].ravel()) & set(range(100))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 192), np.float64), "float32"),
+    (np.zeros((2, 64), np.float32), "dimension 64"),
+    (np.zeros((4, 192), np.float32)[::2], "C-contiguous"),
+    (np.full((1, 192), np.nan, np.float32), "NaN"),
+    (np.zeros((0, 192), np.float32), r"shape \(N>0, D\)"),
+    ([0.0] * 192, "numpy array"),
+])
+def test_queries_are_checked_like_faiss(bad, message):
+    index = TemplateIndex(192)
+    with pytest.raises(InputError, match=message):
+        index.search(bad)
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("faiss", marks=needs_faiss)])
+def test_non_finite_queries_are_refused_on_every_path(storage, backend):
+    x = _unit(np.random.default_rng(6), 50)
+    index = TemplateIndex(192, IndexOptions(storage=storage, backend=backend))
+    index.add(x, np.arange(50), ["a"] * 50)
+    for value in (np.nan, np.inf, -np.inf):
+        q = x[:2].copy()
+        q[1, 7] = value
+        for k in (1, 3):
+            with pytest.raises(InputError, match="NaN or inf"):
+                index.search(q, k=k)
+            with pytest.raises(InputError, match="NaN or inf"):
+                index.search_owners(q[1], k=k)
+
+
+def test_bad_k_labels_and_options():
+    index = TemplateIndex(8)
+    x = _unit(np.random.default_rng(2), 2, 8)
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="k must be"):
+            index.search(x, k=k)
+    with pytest.raises(InputError, match="labels must be 2 integers"):
+        index.add(x, np.array([1.0, 2.0]), ["a", "b"])
+    with pytest.raises(InputError, match="distinct"):
+        index.add(x, np.array([1, 1]), ["a", "b"])
+    with pytest.raises(InputError, match="1 owners for 2 templates"):
+        index.add(x, np.array([1, 2]), ["a"])
+    with pytest.raises(ConfigError, match="storage 'int4'"):
+        IndexOptions(storage="int4")
+    with pytest.raises(ConfigError, match="backend 'gpu'"):
+        IndexOptions(backend="gpu")
+
+
+def test_int8_clips_rare_large_components_only():
+    codec = Codec("int8", 192)
+    x = _unit(np.random.default_rng(3), 2000)
+    codes = codec.encode(x)
+    assert codes.dtype == np.int8 and np.abs(codes).max() <= 127
+    assert (np.abs(x) > codec.range).mean() < 1e-4
+
+
+def test_searches_run_while_templates_land(real_faces):
+    """Four threads search while the main thread adds templates one person at a time: no error, no torn
+    result, and each template is found by the first search after its add returns."""
+    vectors = real_faces.embeddings
+    index = TemplateIndex(192, IndexOptions(backend="numpy"))
+    index.add(_unit(np.random.default_rng(4), 200), np.arange(1000, 1200), [f"fill{i}" for i in range(200)])
+    stop = threading.Event()
+    errors = []
+
+    def searcher(seed):
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            q = np.ascontiguousarray(vectors[rng.integers(len(vectors))][None])
+            try:
+                ids, scores = index.search_owners(q, k=3)
+                assert ids[0, 0] is not None and np.all(np.diff(scores[0]) <= 0)
+            except Exception as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i, v in enumerate(vectors):
+            index.add(np.ascontiguousarray(v[None]), np.array([i]), [f"face{i}"])
+            ids, scores = index.search_owners(v, k=1)
+            assert ids[0, 0] == f"face{i}" and scores[0, 0] > 0.999
+            if i % 7 == 3:
+                index.remove([i - 1])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
