@@ -14,28 +14,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from hsst.core.errors import InputError
+from hsst.gallery.index import check_vectors
 
 if TYPE_CHECKING:
     from hsst.runtime.config import GalleryConfig
-
-
-def check_embeddings(x: np.ndarray, dim: Optional[int], name: str) -> np.ndarray:
-    """faiss-style checks: float32, C-contiguous, (N, dim), finite. A single (D,) vector is taken as (1, D)."""
-    if not isinstance(x, np.ndarray):
-        raise InputError(f"{name} must be a numpy array, got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise InputError(f"{name} must be float32, got {x.dtype}; convert with .astype(np.float32)")
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise InputError(f"{name} must have shape (N>0, D), got {x.shape}")
-    if dim is not None and x.shape[1] != dim:
-        raise InputError(f"{name} has dimension {x.shape[1]}, the gallery holds {dim}-d embeddings")
-    if not x.flags.c_contiguous:
-        raise InputError(f"{name} must be C-contiguous; use np.ascontiguousarray")
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"{name} contains NaN or inf")
-    return x
 
 
 class Gallery(abc.ABC):
@@ -107,7 +89,7 @@ class InMemoryGallery(Gallery):
     def add(self, identity: str, embeddings: np.ndarray, metadata: Optional[Dict[str, Any]] = None) -> None:
         if not isinstance(identity, str) or not identity:
             raise InputError(f"identity must be a non-empty string, got {identity!r}")
-        x = check_embeddings(embeddings, self._dim, f"embeddings of {identity!r}")
+        x = check_vectors(embeddings, self._dim, f"embeddings of {identity!r}")
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         if np.any(norms < 1e-6):
             raise InputError(f"embeddings of {identity!r} contain a zero vector")
@@ -142,7 +124,7 @@ class InMemoryGallery(Gallery):
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
         with self._lock:
-            q = check_embeddings(queries, self._dim, "queries")
+            q = check_vectors(queries, self._dim, "queries")
             n = q.shape[0]
             ids = np.full((n, k), None, dtype=object)
             scores = np.full((n, k), -np.inf, dtype=np.float32)
