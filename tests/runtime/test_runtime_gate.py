@@ -139,6 +139,7 @@ def test_callbacks_off_the_capture_thread_concurrent_enrol_found_by_the_next_fra
             w.start()
         enrolled_at = gate.pipeline.latest.frame_index
         assert gate.enroll("Tony_Blair", _photos(lfw_dir, "Tony_Blair", (2, 3))).accepted
+        stored_at = gate.pipeline.latest.frame_index  # the gate kept streaming while the photos were embedded
         while not any(who == "Tony_Blair" for _, who, _ in seen) and time.monotonic() < deadline:
             time.sleep(0.05)
         for w in workers:
@@ -147,6 +148,8 @@ def test_callbacks_off_the_capture_thread_concurrent_enrol_found_by_the_next_fra
     assert not errors, errors
     accepted = [index for kind, who, index in seen if who == "Tony_Blair"]
     assert accepted and accepted[0] > enrolled_at
-    # found within a few frames of the enrolment (frames in flight in the queues were embedded before it)
-    assert accepted[0] - enrolled_at <= 2 + 2 * gate.config.pipeline.queue_size
+    # found within a few frames of the template landing in the store (frames in flight in the queues were
+    # embedded before it); counted from when enroll() returned, not from when it started, so a slow machine
+    # embedding the enrolment photos does not count against the search
+    assert accepted[0] - stored_at <= 2 + 2 * gate.config.pipeline.queue_size
     assert threads == {"hsst-callbacks"} and gate.callback_errors >= len(seen)
