@@ -200,7 +200,21 @@ def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> Tuple[np.ndarray, 
     return out_s, out_l
 
 
-class NumpyFlat:
+class _Flat:
+    """What both flat stores share: ``_n`` filled positions and the identity label of each."""
+
+    _labels: np.ndarray
+    _n: int
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels[:self._n]
+
+
+class NumpyFlat(_Flat):
     """Codes in a growing numpy matrix, scored block by block with BLAS (not thread-safe: see TemplateIndex)."""
 
     name = "numpy"
@@ -211,13 +225,6 @@ class NumpyFlat:
         self._labels = np.zeros(0, np.int64)
         self._n = 0
         self._scratch = threading.local()  # per-thread float32 block for widening compact codes
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._labels[:self._n]
 
     def codes(self) -> np.ndarray:
         return self._codes[:self._n]
@@ -282,7 +289,7 @@ class NumpyFlat:
         return top_s, top_l
 
 
-class FaissFlat:
+class FaissFlat(_Flat):
     """The same codes in a FAISS flat index (exhaustive, SIMD), labels kept beside it in insertion order."""
 
     name = "faiss"
@@ -296,13 +303,6 @@ class FaissFlat:
         self._index = codec.faiss_index()
         self._labels = np.zeros(0, np.int64)  # position -> label, grown like NumpyFlat's matrix
         self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._labels[:self._n]
 
     def codes(self) -> np.ndarray:
         """All codes (decoded from FAISS; used when the index is rebuilt elsewhere)."""
