@@ -154,6 +154,17 @@ CASES = [
                                                        "{photo}"], r"onnxruntime cannot load"),
     Case("identify-model-wrong-shape", "hsst-identify", [*IDENTIFY, "--model", "{wrong_onnx}", "--allow-empty",
                                                          "{photo}"], r"sidecar does not belong to this model"),
+    # -- hsst-gallery, hsst-enroll (the gallery store)
+    Case("gallery-missing", "hsst-gallery", ["list", "--gallery", "{missing}.db", "--keys", "{keys}"],
+         r"gallery not found: .*missing.db"),
+    Case("gallery-corrupt", "hsst-gallery", ["list", "--gallery", "{garbage}", "--keys", "{keys}"],
+         r"garbage.jpg is not a gallery"),
+    Case("gallery-empty-file", "hsst-gallery", ["stats", "--gallery", "{empty_jpg}", "--keys", "{keys}"],
+         r"empty.jpg holds no gallery"),
+    Case("gallery-wrong-type", "hsst-gallery", ["verify", "--gallery", "{enrol}", "--keys", "{keys}"],
+         r"enrol"),
+    Case("enroll-no-key", "hsst-enroll", ["--config", str(LAPTOP), "--id", "E1", "--gallery", "{out}/g.db",
+                                          "{photo}"], r"no key for it"),
 ]
 
 
@@ -237,7 +248,10 @@ def bad_files(tmp_path_factory, lfw_dir, orl_dir) -> Dict[str, Path]:
     pytest.importorskip("onnx")
     d = tmp_path_factory.mktemp("bad")
     files = _image_files(d, lfw_dir)
-    return {**files, **_model_files(d), **_folders(d, files), "orl": orl_dir}
+    from hsst.gallery.keys import generate_keys
+
+    generate_keys(d / "keys")  # a valid key folder: the gallery cases are about the gallery file
+    return {**files, **_model_files(d), **_folders(d, files), "orl": orl_dir, "keys": d / "keys"}
 
 
 # ---------------------------------------------------------------------------------------------------- running
