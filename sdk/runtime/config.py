@@ -314,6 +314,9 @@ class GalleryConfig:
         min_enroll_quality: reject enrolment photos whose quality score is below this (0..1).
         duplicate_check: warn when an enrolment photo already matches another identity above the decision
             threshold (the same person enrolled twice, or a mix-up of photos).
+        refresh_s: a running gate looks for changes another process made to the store (``hsst-enroll``,
+            ``hsst-gallery remove`` / ``import``) this often, in seconds, and rebuilds its search index when
+            there are any (0: never; then only a restart or ``gate.gallery.refresh()`` sees them).
     """
 
     path: Optional[str] = None
@@ -323,9 +326,12 @@ class GalleryConfig:
     enroll_dir: Optional[str] = None
     min_enroll_quality: float = 0.3
     duplicate_check: bool = True
+    refresh_s: float = 5.0
 
     def validate(self, where: str) -> None:
         _in_range(self.min_enroll_quality, 0.0, 1.0, f"{where}.min_enroll_quality")
+        if self.refresh_s < 0:
+            raise ConfigError(f"{where}.refresh_s must be >= 0 (0: never), got {self.refresh_s}")
         _one_of(self.index_storage, INDEX_STORAGES, f"{where}.index_storage")
         if not self.key_env:
             raise ConfigError(f"{where}.key_env must name an environment variable, e.g. HSST_GALLERY_KEY")

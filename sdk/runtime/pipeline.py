@@ -468,6 +468,19 @@ class GatePipeline:
         """Ask a running :meth:`run` to finish (from any thread or a callback)."""
         self._stop.set()
 
+    def _refresh_gallery(self) -> None:
+        """See what another process changed in the gallery store (the in-memory gallery has nothing to see)."""
+        refresh = getattr(self.gallery, "refresh", None)
+        if refresh is None:
+            return
+        try:
+            if refresh():
+                logger.info("the gallery store was changed by another process: search index rebuilt (%d identities)",
+                            len(self.gallery))
+        except Exception:  # the gate keeps serving with the index it has
+            self.metrics.count("errors")
+            logger.exception("refreshing the gallery store failed; keeping the current index")
+
     def run(self, source: Optional[FrameSource] = None, duration: Optional[float] = None,
             max_frames: Optional[int] = None, display: bool = False,
             on_frame: Optional[Callable[[FrameResult], None]] = None) -> Dict[str, Any]:
@@ -586,8 +599,9 @@ class GatePipeline:
                    for fn in (capture, detect_loop, embed_loop)]
         for thread in threads:
             thread.start()
-        last_log = time.monotonic()
+        last_log = last_refresh = time.monotonic()
         every = self.config.pipeline.metrics_every_s
+        refresh_every = self.config.gallery.refresh_s
         try:
             while not done.is_set():
                 if duration is not None and time.monotonic() - started >= duration:
@@ -601,6 +615,9 @@ class GatePipeline:
                         break
                 else:
                     done.wait(0.05)
+                if refresh_every and time.monotonic() - last_refresh >= refresh_every:
+                    last_refresh = time.monotonic()
+                    self._refresh_gallery()
                 if every and time.monotonic() - last_log >= every:
                     last_log = time.monotonic()
                     snap = self.metrics.snapshot()

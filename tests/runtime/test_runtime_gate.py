@@ -153,3 +153,29 @@ def test_callbacks_off_the_capture_thread_concurrent_enrol_found_by_the_next_fra
     # embedding the enrolment photos does not count against the search
     assert accepted[0] - stored_at <= 2 + 2 * gate.config.pipeline.queue_size
     assert threads == {"hsst-callbacks"} and gate.callback_errors >= len(seen)
+
+
+def test_running_gate_sees_another_processs_enrolment(tmp_path, lfw_dir):
+    # hsst-enroll (or a bundle import) writes the store while the gate runs: the gate's periodic refresh finds it.
+    from hsst.gallery import GalleryStore
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        shutil.copyfile(lfw_dir / "Tony_Blair" / "Tony_Blair_0006.jpg", frames / f"{i:03d}.jpg")
+    overrides = _overrides(tmp_path, **{"source.uri": f"file://{frames}/", "source.loop": True, "source.fps": None,
+                                        "decision.n": 1, "decision.m": 1, "decision.cooldown_s": 0.0,
+                                        "tracker.reembed_every": 1, "gallery.refresh_s": 0.2})
+    seen = []
+    writer = hsst.Gate.from_config(None, overrides)  # the other process: its own connection to the file
+    assert writer.enroll("Colin_Powell", _photos(lfw_dir, "Colin_Powell")).accepted
+    gate = hsst.Gate.from_config(None, overrides)
+    gate.on_decision(lambda event: seen.append(event.identity))
+    with gate:
+        assert writer.enroll("Tony_Blair", _photos(lfw_dir, "Tony_Blair")).accepted  # after the gate opened
+        deadline = time.monotonic() + 30
+        while "Tony_Blair" not in seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "Tony_Blair" in gate.identities() and isinstance(gate.gallery, GalleryStore)
+    writer.close()
+    assert "Tony_Blair" in seen
