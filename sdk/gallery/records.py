@@ -17,8 +17,9 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from hsst.core.errors import InputError
+from hsst.core.errors import InputError, ModelError
 from hsst.core.files import file_sha256
+from hsst.core.metadata import ModelMeta, sidecar_path
 
 PathLike = Union[str, Path]
 ID_MAX = 256
@@ -39,10 +40,25 @@ def default_actor() -> str:
 
 
 def model_hash(model: PathLike) -> str:
-    """The hash a gallery binds templates to: SHA-256 of the model file the embeddings come from."""
+    """The identity a gallery binds templates to: the SHA-256 of the float32 ONNX the network was exported as.
+
+    An ONNX (or any file without a sidecar): its own SHA-256. An FP32 / FP16 TensorRT engine built from an ONNX
+    (its sidecar names that ONNX as ``source``): the ONNX's SHA-256, so the templates of an enrolment station
+    running the ONNX match the gates running its engine. INT8 models keep their own hash (their embeddings
+    drift further from the float network's).
+    """
     path = Path(model)
     if not path.is_file():
         raise InputError(f"model file not found: {path}")
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            extra = ModelMeta.load(side).extra or {}
+        except ModelError:  # an unreadable sidecar: the model loader says so; bind to the file itself
+            extra = {}
+        source = (extra.get("source") or {}).get("sha256")
+        if extra.get("format") == "engine" and extra.get("precision") in ("fp32", "fp16") and source:
+            return str(source)
     return file_sha256(path)
 
 
