@@ -39,6 +39,17 @@ def _overrides(tmp_path: Path, **more) -> dict:
             "pipeline.metrics_every_s": 0, **more}
 
 
+def _streaming_overrides(tmp_path: Path, lfw_dir: Path, frames: int, **more) -> dict:
+    """A gate looping over ``frames`` copies of one Tony Blair photo, deciding on every embedding."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(frames):
+        shutil.copyfile(lfw_dir / "Tony_Blair" / "Tony_Blair_0006.jpg", folder / f"{i:03d}.jpg")
+    return _overrides(tmp_path, **{"source.uri": f"file://{folder}/", "source.loop": True, "source.fps": None,
+                                   "decision.n": 1, "decision.m": 1, "decision.cooldown_s": 0.0,
+                                   "tracker.reembed_every": 1, **more})
+
+
 def _photos(lfw_dir: Path, who: str, numbers=(2, 3)) -> list:
     return [lfw_dir / who / f"{who}_{n:04d}.jpg" for n in numbers]
 
@@ -103,13 +114,7 @@ def test_wrong_model_is_the_stores_clear_error(tmp_path, lfw_dir, default_model)
 
 
 def test_callbacks_off_the_capture_thread_concurrent_enrol_found_by_the_next_frame(tmp_path, lfw_dir, probe_nir):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i in range(6):
-        shutil.copyfile(lfw_dir / "Tony_Blair" / "Tony_Blair_0006.jpg", frames / f"{i:03d}.jpg")
-    overrides = _overrides(tmp_path, **{"source.uri": f"file://{frames}/", "source.loop": True, "source.fps": None,
-                                        "decision.n": 1, "decision.m": 1, "decision.cooldown_s": 0.0,
-                                        "tracker.reembed_every": 1})
+    overrides = _streaming_overrides(tmp_path, lfw_dir, frames=6)
     seen, threads = [], set()
     gate = hsst.Gate.from_config(None, overrides)
     assert gate.enroll("Colin_Powell", _photos(lfw_dir, "Colin_Powell")).accepted
@@ -159,13 +164,7 @@ def test_running_gate_sees_another_processs_enrolment(tmp_path, lfw_dir):
     # hsst-enroll (or a bundle import) writes the store while the gate runs: the gate's periodic refresh finds it.
     from hsst.gallery import GalleryStore
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i in range(4):
-        shutil.copyfile(lfw_dir / "Tony_Blair" / "Tony_Blair_0006.jpg", frames / f"{i:03d}.jpg")
-    overrides = _overrides(tmp_path, **{"source.uri": f"file://{frames}/", "source.loop": True, "source.fps": None,
-                                        "decision.n": 1, "decision.m": 1, "decision.cooldown_s": 0.0,
-                                        "tracker.reembed_every": 1, "gallery.refresh_s": 0.2})
+    overrides = _streaming_overrides(tmp_path, lfw_dir, frames=4, **{"gallery.refresh_s": 0.2})
     seen = []
     writer = hsst.Gate.from_config(None, overrides)  # the other process: its own connection to the file
     assert writer.enroll("Colin_Powell", _photos(lfw_dir, "Colin_Powell")).accepted
