@@ -19,10 +19,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hsst.core.files import atomic_write_json
 from hsst.core.config import from_dict, read_mapping
-from hsst.core.errors import ConfigError
+from hsst.core.errors import ConfigError, ModelError
+from hsst.core.metadata import ModelMeta
 from hsst.pretrained import PRETRAINED, is_pretrained_name
 from hsst.train.losses import LOSS_NAMES
-from hsst.train.models import list_backbones, resolve_backbone_name
+from hsst.train.models import list_backbones, read_checkpoint_meta, resolve_backbone_name
 
 METHODS = ("hsst", "plain", "pretrain", "distill")
 LOSSES = LOSS_NAMES  # read from the loss table, not repeated
@@ -94,8 +95,8 @@ class ModelConfig:
         embedding_dim: embedding length (paper: 512).
         color: input colour mode of the network (``gray``: 1 channel, NIR cameras; ``rgb``/``bgr``: 3).
         init: probe checkpoint or foreign state dict to start from (e.g. a ``pretrain`` run's output), or the
-            name of pretrained weights from :mod:`hsst.pretrained` (``mobilefacenet-ms1m``: its backbone and
-            embedding size are then taken unless set otherwise).
+            name of pretrained weights from :mod:`hsst.pretrained` (``mobilefacenet-ms1m``). The backbone and
+            embedding size of pretrained weights or of an hsst probe checkpoint are taken unless set otherwise.
     """
 
     backbone: str = "mobilefacenet"
@@ -111,7 +112,12 @@ class ModelConfig:
     def validate(self) -> None:
         self.backbone = self._resolve_backbone()
         if is_pretrained_name(self.init):
-            self._adopt_pretrained()
+            spec = PRETRAINED[self.init]
+            self._adopt(spec.arch, spec.embedding_dim)
+        elif self.init is not None and Path(self.init).is_file():
+            meta = _probe_checkpoint_meta(Path(self.init))
+            if meta is not None:
+                self._adopt(resolve_backbone_name(meta.arch), meta.embedding_dim)
         if self.input_size <= 0 or self.input_size % 16:
             raise ConfigError(f"--input-size must be a positive multiple of 16 (the network downsamples 16x; "
                               f"112 or 144), got {self.input_size}")
@@ -128,14 +134,21 @@ class ModelConfig:
             choices = ", ".join(list_backbones(include_aliases=True))
             raise ConfigError(f"unknown --backbone {self.backbone!r}; choose one of {choices}") from None
 
-    def _adopt_pretrained(self) -> None:
-        """``--init <pretrained name>`` sets the network it loads into; a contradicting explicit choice is an error."""
-        spec = PRETRAINED[self.init]
+    def _adopt(self, arch: str, embedding_dim: int) -> None:
+        """``--init`` sets the network it loads into; a contradicting explicit choice is an error."""
         if (self.backbone, self.embedding_dim) == ("mobilefacenet", 512):  # the defaults: not chosen by the user
-            self.backbone, self.embedding_dim = spec.arch, spec.embedding_dim
-        if self.backbone != spec.arch:
-            raise ConfigError(f"--init {self.init} loads into --backbone {spec.arch}, not {self.backbone}; drop "
+            self.backbone, self.embedding_dim = arch, embedding_dim
+        if self.backbone != arch:
+            raise ConfigError(f"--init {self.init} loads into --backbone {arch}, not {self.backbone}; drop "
                               "--backbone or pass that one")
+
+
+def _probe_checkpoint_meta(path: Path) -> Optional[ModelMeta]:
+    """The metadata of an hsst probe-net checkpoint; None for another file (a foreign state dict)."""
+    try:
+        return read_checkpoint_meta(path)
+    except ModelError:
+        return None
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from hsst.core.errors import ConfigError
+from hsst.runtime.model_files import default_embedding_model
 from hsst.train.config import TrainConfig, default_milestones, parse_milestones
 
 
@@ -133,3 +134,12 @@ def test_backbone_choices_are_the_model_registrys_names_and_aliases(tmp_path):
     assert TrainConfig.load(path).validate().model.backbone == "resnet50"
     with pytest.raises(ConfigError, match="unknown --backbone 'vgg'; choose one of .*iresnet50"):
         cfg(model={"backbone": "vgg"}).validate()
+
+
+def test_init_checkpoint_sets_its_network():
+    """``--init CHECKPOINT`` fine-tunes the checkpoint's network (the shipped model: mobilefacenet_tf, 192-d)."""
+    default_checkpoint = default_embedding_model().with_suffix(".pt")
+    c = cfg(model={"init": str(default_checkpoint)}).validate()
+    assert (c.model.backbone, c.model.embedding_dim) == ("mobilefacenet_tf", 192)
+    with pytest.raises(ConfigError, match="loads into --backbone mobilefacenet_tf, not resnet50"):
+        cfg(model={"init": str(default_checkpoint), "backbone": "resnet50"}).validate()
