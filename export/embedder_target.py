@@ -148,6 +148,17 @@ class EmbedderTarget:
     def calibration_faces(self) -> np.ndarray:
         return self.face_folder().tensor()[: self.opts.calib_images]
 
+    def check_faces(self, count: int = 64) -> np.ndarray:
+        """Calibration faces that are not parity faces: the INT8 precision search decides on them, so the gate
+        judges its result on faces it never saw (with few faces, all of them)."""
+        x = self.face_folder().tensor()
+        parity = set(np.linspace(0, len(x) - 1, num=min(self.opts.parity_images, len(x))).round().astype(int).tolist())
+        rest = [i for i in range(min(len(x), self.opts.calib_images)) if i not in parity]
+        if not rest:
+            return self.calibration_faces()
+        pick = np.linspace(0, len(rest) - 1, num=min(count, len(rest))).round().astype(int)
+        return np.ascontiguousarray(x[[rest[i] for i in sorted(set(pick.tolist()))]])
+
     # -- formats ----------------------------------------------------------------------------------------------
     def onnx(self) -> Iterator[Candidate]:
         """The FP32 ONNX exported from the checkpoint, against torch (nothing when an ONNX was given)."""
@@ -171,20 +182,31 @@ class EmbedderTarget:
                               ("torch", "onnxruntime"), sidecar)
 
     def onnx_int8(self, onnx_path: Path) -> Candidate:
-        """The onnxruntime INT8 copy (QOperator, calibrated on ``--data``), against the FP32 ONNX."""
-        from hsst.export.quantize import QuantizeConfig, quantize_onnx
+        """The onnxruntime INT8 copy (QOperator, calibrated on ``--data``), against the FP32 ONNX.
+
+        Mixed precision where INT8 alone misses the gate: the convolutions that lose the most signal to
+        quantisation stay float32 (:func:`hsst.export.quantize.quantize_mixed`, decided on calibration faces
+        apart from the gate's)."""
+        from hsst.export.parity import GATES
+        from hsst.export.quantize import QuantizeConfig, quantize_mixed
 
         base = _onnx_meta(onnx_path)
         first = base.extra["input"]["shape"][0]
         static = not isinstance(first, str)  # the ONNX decides, not the options (it may be a given file)
         batch = int(first) if static else self.opts.batch
         path = self.out / f"{self.stem}.int8.onnx"
-        quantize_onnx(onnx_path, path, self.calibration_faces(), input_name=base.input_name,
-                      config=QuantizeConfig(target="onnxruntime", batch=batch))
+        check = self.check_faces()
+        mixed = quantize_mixed(onnx_path, path, self.calibration_faces(), check,
+                               lambda p: onnx_embeddings(p, check, batch=batch, static=static),
+                               target_cosine=GATES["onnx-int8"][1], input_name=base.input_name,
+                               config=QuantizeConfig(target="onnxruntime", batch=batch))
         sidecar = _derived_sidecar(base, path, "onnx-int8", precision="int8",
                                    quantization={"tool": "onnxruntime.quantization", "format": "QOperator",
                                                  "weights": "int8 per-channel symmetric", "activations": "uint8",
-                                                 "calibration": "minmax", "faces": len(self.face_folder().crops())},
+                                                 "calibration": "minmax", "faces": len(self.face_folder().crops()),
+                                                 "float_layers": mixed.float_layers,
+                                                 "search": [{"float_layers": n, "cosine": round(c, 5)}
+                                                            for n, c in mixed.tried]},
                                    graph_rewrites=["prelu-as-relu-dwconv"],
                                    source={"file": onnx_path.name, "sha256": base.extra.get("sha256")})
         faces = self.faces()
