@@ -164,6 +164,12 @@ CASES = [
          r"empty.jpg holds no gallery"),
     Case("gallery-wrong-type", "hsst-gallery", ["verify", "--gallery", "{enrol}", "--keys", "{keys}"],
          r"enrol"),
+    Case("gallery-import-truncated", "hsst-gallery", ["import", "{truncated_bundle}", "--gallery", "{out}/g.db",
+                                                      "--keys", "{keys}"], r"truncated.hgb is truncated"),
+    Case("gallery-import-wrong-type", "hsst-gallery", ["import", "{photo}", "--gallery", "{out}/g.db", "--keys",
+                                                       "{keys}"], r"photo.jpg is not a gallery bundle"),
+    Case("gallery-import-wrong-key", "hsst-gallery", ["import", "{foreign_bundle}", "--gallery", "{out}/g.db",
+                                                      "--keys", "{keys}"], r"fails its signature check"),
     Case("enroll-no-key", "hsst-enroll", ["--config", str(LAPTOP), "--id", "E1", "--gallery", "{out}/g.db",
                                           "{photo}"], r"no key for it"),
 ]
@@ -252,7 +258,27 @@ def bad_files(tmp_path_factory, lfw_dir, orl_dir) -> Dict[str, Path]:
     from hsst.gallery.keys import generate_keys
 
     generate_keys(d / "keys")  # a valid key folder: the gallery cases are about the gallery file
-    return {**files, **_model_files(d), **_folders(d, files), "orl": orl_dir, "keys": d / "keys"}
+    return {**files, **_model_files(d), **_folders(d, files), **_bundles(d), "orl": orl_dir, "keys": d / "keys"}
+
+
+def _bundles(d: Path) -> Dict[str, Path]:
+    """A real signed bundle from another station's keys (one identity of two real-sized templates), and its first
+    third: the import cases are about the bundle, so the gate's own keys stay valid."""
+    from hsst.gallery.bundle import export_bundle
+    from hsst.gallery.keys import FileKeys, generate_keys
+    from hsst.gallery.store import GalleryStore
+
+    generate_keys(d / "station_keys")
+    station = FileKeys.from_dir(d / "station_keys")
+    store = GalleryStore.create(d / "station.db", station, "0" * 64, dim=192)
+    try:
+        vectors = np.random.default_rng(0).standard_normal((2, 192)).astype(np.float32)
+        store.enrol("E1", vectors, name="Station person")
+        export_bundle(store, d / "foreign.hgb", station)
+    finally:
+        store.close()
+    (d / "truncated.hgb").write_bytes((d / "foreign.hgb").read_bytes()[:200])
+    return {"foreign_bundle": d / "foreign.hgb", "truncated_bundle": d / "truncated.hgb"}
 
 
 # ---------------------------------------------------------------------------------------------------- running
