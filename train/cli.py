@@ -41,6 +41,7 @@ OPTION_FIELDS: Dict[str, Tuple[str, str]] = {
     "queue_size": ("hsst", "queue_size"), "ema": ("hsst", "ema"), "prefill": ("hsst", "prefill"),
     "calibrate_bn": ("hsst", "calibrate_bn"), "teacher_weight": ("hsst", "teacher_weight"),
     "loss": ("loss", "name"), "scale": ("loss", "scale"), "margin": ("loss", "margin"),
+    "imprint": ("loss", "imprint"),
     "teacher": ("teacher", "name"), "teacher_cache": ("teacher", "cache"), "teacher_mse": ("teacher", "mse_weight"),
     "out": ("run", "out"), "resume": ("run", "resume"), "overwrite": ("run", "overwrite"),
     "device": ("run", "device"), "seed": ("run", "seed"),
@@ -109,6 +110,8 @@ def build_config(options: Dict[str, Any], base: Optional[Dict[str, Any]] = None)
               "frozen init's embedding of the VIS image (keeps a pretrained init from forgetting).  [default: 0]")
 @click.option("--scale", type=float, help="Softmax-family scale s.  [default: 30]")
 @click.option("--margin", type=float, help="AM / Arc / triplet margin.  [default: per loss]")
+@click.option("--imprint/--no-imprint", default=None, help="Plain classifier: start class weights at the init's "
+              "mean VIS embedding per identity (weight imprinting).  [default: on with --init]")
 @click.option("--init", type=click.Path(dir_okay=False), help="Probe checkpoint or foreign state dict to start from.")
 @click.option("--teacher", type=click.Choice(TEACHERS), help="Distil from a teacher (--method pretrain only).")
 @click.option("--teacher-cache", type=click.Path(dir_okay=False), help="Teacher descriptor cache (.npz).")

@@ -236,11 +236,16 @@ class LossConfig:
         name: ``softmax``, ``am-softmax``, ``arc-softmax`` or ``triplet``.
         scale: logit scale s of the softmax family (None: the loss's default).
         margin: additive (AM), angular (Arc) or cosine (triplet) margin (None: the loss's default).
+        imprint: plain classifier: start each identity's class weight at the mean of the init network's
+            embeddings of its VIS training images (weight imprinting), not at random. A random head's first
+            gradients scramble a pretrained network before the head has learnt anything; an imprinted head starts
+            where the network already separates the identities. None: on when ``--init`` is given.
     """
 
     name: str = "softmax"
     scale: Optional[float] = None
     margin: Optional[float] = None
+    imprint: Optional[bool] = None
 
     def kwargs(self) -> Dict[str, float]:
         out: Dict[str, float] = {}
@@ -379,6 +384,8 @@ class TrainConfig:
             raise ConfigError(f"--init checkpoint not found: {self.model.init} (give a file or pretrained weights: "
                               f"{', '.join(sorted(PRETRAINED))})")
         self._validate_teacher()
+        if self.loss.imprint is None:
+            self.loss.imprint = self.model.init is not None
         if self.method == "pretrain" and self.data.casia:
             raise ConfigError("--method pretrain trains on VIS identity folders (--data DIR); CASIA NIR-VIS 2.0 "
                               "is for hsst/plain fine-tuning")

@@ -17,10 +17,12 @@ from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 import torch.nn.functional as F
 
 from hsst.core.registry import Registry
 from hsst.train.config import TrainConfig
+from hsst.train.data.datasets import ImageDataset
 from hsst.train.distributed import DistContext
 from hsst.train.siamese import PrototypeQueue, ema_update, make_gallery_net
 from hsst.train.losses import CosineClassifier, batch_negative_mask, create_loss
@@ -110,8 +112,8 @@ class TrainingMethod:
         self.extra.to(device)
         return self
 
-    def prepare(self, next_batch: Callable[[], Batch]) -> None:
-        """Run once before step 1 of a fresh run (not on resume)."""
+    def prepare(self, next_batch: Callable[[], Batch], dataset: Optional[Dataset] = None) -> None:
+        """Run once before step 1 of a fresh run (not on resume); ``dataset`` is the run's training data."""
 
     # ------------------------------------------------------------------------------------------------ step
     def forward_loss(self, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -223,7 +225,7 @@ class HsstMethod(TrainingMethod):
         self.nir_queue.enqueue(g_nir, labels)
         self.vis_queue.enqueue(g_vis, labels)
 
-    def prepare(self, next_batch: Callable[[], Batch]) -> None:
+    def prepare(self, next_batch: Callable[[], Batch], dataset: Optional[Dataset] = None) -> None:
         if not self.config.hsst.prefill:
             return
         global_batch = self.config.optim.batch_size * self.ctx.dist.world_size
@@ -307,6 +309,10 @@ class PlainClassifierMethod(TrainingMethod):
         self.extra["head"] = head
         self.net = _HeadNet(probe, head)
 
+    def prepare(self, next_batch: Callable[[], Batch], dataset: Optional[Dataset] = None) -> None:
+        if self.config.loss.imprint and isinstance(dataset, ImageDataset):
+            imprint_head(self.extra["head"], _unwrap(self.probe), dataset, self.ctx.device)
+
     def forward_loss(self, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         images, labels = batch
         with self.ctx.autocast():
@@ -314,6 +320,28 @@ class PlainClassifierMethod(TrainingMethod):
         with torch.no_grad():
             acc = (self.extra["head"].cosine(emb.detach()).argmax(dim=1) == labels).float().mean()
         return loss, {"accuracy": acc}
+
+
+@torch.no_grad()
+def imprint_head(head: CosineClassifier, probe: nn.Module, dataset: ImageDataset, device: torch.device,
+                 batch: int = 64) -> int:
+    """Set each class weight to the normalised mean embedding of its identity's VIS images (weight imprinting,
+    Qi et al. 2018), as the network computes them before fine-tuning; classes without a VIS image keep their
+    random start. Every rank computes the same weights (same data, same network). Returns the classes set."""
+    was_training = probe.training
+    probe.eval()
+    sums = torch.zeros(head.num_classes, head.embedding_dim, dtype=torch.float32, device=device)
+    vis = [i for i, (_, _, modality) in enumerate(dataset.items) if modality == "vis"]
+    for start in range(0, len(vis), batch):
+        items = [dataset[(i, 0)] for i in vis[start:start + batch]]
+        images = torch.stack([image for image, _ in items]).to(device)
+        labels = torch.tensor([label for _, label in items], device=device)
+        sums.index_add_(0, labels, F.normalize(probe(images).float(), dim=1))
+    seen = sums.norm(dim=1) > 0
+    head.weight[seen] = F.normalize(sums[seen], dim=1).to(head.weight.dtype)
+    probe.train(was_training)
+    logger.info("imprinted %d of %d class weights from %d VIS images", int(seen.sum()), head.num_classes, len(vis))
+    return int(seen.sum())
 
 
 @register_method("plain-triplet")

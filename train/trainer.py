@@ -241,7 +241,7 @@ class Trainer:
         if state is not None:
             self._restore(state)
         else:
-            self.method.prepare(self._next_batch)
+            self.method.prepare(self._next_batch, self.dataset)
         self.iteration = self.start_iter
 
     def _configure_torch(self) -> None:

@@ -199,3 +199,36 @@ def test_hsst_teacher_term_holds_a_frozen_copy_of_the_init(pretrained_mobileface
     reference = create_pretrained("mobilefacenet-ms1m").state_dict()
     assert all(torch.equal(state[f"teacher.{k}"], v) for k, v in reference.items())  # never updated
     assert "--teacher-weight 1.0" in config.command_line()
+
+
+def test_plain_head_is_imprinted_from_the_pretrained_network(pretrained_mobilefacenet, lfw_tree, tmp_path):
+    """With --init the plain classifier starts at each identity's mean VIS embedding: on real faces its first
+    loss is far below a random head's (which would scramble the pretrained network with its first gradients)."""
+    import torch.nn.functional as F
+
+    first_loss = {}
+    for imprint in (True, False):
+        config = _from_pretrained(lfw_tree, tmp_path / str(imprint), "plain", optim={"iters": 1, "batch_size": 16},
+                                  loss={"imprint": imprint})
+        trainer = Trainer(config)
+        try:
+            trainer.setup()
+            head = trainer.method.extra["head"]
+            if imprint:
+                ds = trainer.dataset
+                label, vis = 0, [i for i, (_, lab, m) in enumerate(ds.items) if lab == 0 and m == "vis"]
+                with torch.no_grad():
+                    trainer.probe.eval()
+                    emb = F.normalize(trainer.probe(torch.stack([ds[(i, 0)][0] for i in vis])), dim=1)
+                    trainer.probe.train()
+                expected = F.normalize(emb.sum(0), dim=0)
+                assert torch.allclose(F.normalize(head.weight[label], dim=0), expected, atol=1e-5)
+            first_loss[imprint] = read_jsonl(trainer.fit().log_path)[0]["loss"]
+        finally:
+            trainer.close()
+    assert config.loss.imprint is False and first_loss[True] < 0.5 * first_loss[False]
+
+
+def test_imprint_defaults_to_on_with_an_init(orl_dir, tmp_path):
+    assert tiny(orl_dir, tmp_path, "plain").validate().loss.imprint is False
+    assert _from_pretrained(orl_dir, tmp_path, "plain").validate().loss.imprint is True
