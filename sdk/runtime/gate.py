@@ -253,6 +253,31 @@ class Gate:
         """Remove an identity and its templates (the next frame no longer finds it); False when absent."""
         return self.gallery.remove(identity)
 
+    def import_bundle(self, path: Union[str, Path], *, new_source: bool = False) -> Dict[str, Any]:
+        """Apply a signed gallery bundle from the enrolment station (``hsst-gallery export``), atomically.
+
+        The signature is checked against the public key in ``gallery.keys_dir``; bundles for another model, older
+        than the gallery's version, or (without ``new_source``) from another station are refused and nothing
+        changes. A full bundle replaces the gallery, people enrolled at this gate included; an incremental one
+        adds and removes what changed. Searchable by the next frame, also while the gate runs.
+
+        Returns:
+            ``{"bundle": header, "upserted": n, "removed": n, "templates": n}``.
+
+        Raises:
+            InputError: the gate has no encrypted store (``gallery.path`` unset).
+            BundleError, ModelMismatch, WrongKey: see :func:`hsst.gallery.bundle.import_bundle`.
+        """
+        from hsst.gallery import GalleryStore
+        from hsst.gallery.bundle import import_bundle
+        from hsst.runtime.gallery import gallery_keys
+
+        if not isinstance(self.gallery, GalleryStore):
+            raise InputError("import_bundle needs the encrypted gallery store: set gallery.path (and gallery.keys_dir "
+                             "holding the station's public key) in the gate config")
+        return import_bundle(self.gallery, path, gallery_keys(self.config.gallery), new_source=new_source,
+                             actor="hsst.Gate.import_bundle")
+
     def __contains__(self, identity: object) -> bool:
         return identity in self.gallery
 

@@ -178,3 +178,38 @@ def test_running_gate_sees_another_processs_enrolment(tmp_path, lfw_dir):
         assert "Tony_Blair" in gate.identities() and isinstance(gate.gallery, GalleryStore)
     writer.close()
     assert "Tony_Blair" in seen
+
+
+def test_gate_imports_the_stations_signed_bundle(tmp_path, lfw_dir, probe_nir):
+    """A central enrolment station exports a signed bundle; a gate with the site's data key and the station's
+    public key (no signing key) applies it through the firmware API and finds the person; a replay is refused."""
+    from hsst.gallery import BundleError
+    from hsst.gallery.bundle import export_bundle
+    from hsst.gallery.keys import FileKeys
+
+    station_keys, gate_keys = tmp_path / "station" / "keys", tmp_path / "gate" / "keys"
+    generate_keys(station_keys)
+    gate_keys.mkdir(parents=True, mode=0o700)
+    for name in ("data.key", "verify.pem"):  # what a gate is given; signing.pem stays at the station
+        shutil.copy2(station_keys / name, gate_keys / name)
+    station = hsst.Gate.from_config(None, _overrides(tmp_path / "station"))
+    try:
+        for who in ("Colin_Powell", "Tony_Blair"):
+            assert station.enroll(who, _photos(lfw_dir, who)).accepted
+        export_bundle(station.gallery, tmp_path / "site.hgb", FileKeys.from_dir(station_keys))
+    finally:
+        station.close()
+    gate = hsst.Gate.from_config(None, _overrides(tmp_path / "gate"))
+    try:
+        assert len(gate) == 0
+        applied = gate.import_bundle(tmp_path / "site.hgb")
+        assert applied["upserted"] == 2 and sorted(gate.identities()) == ["Colin_Powell", "Tony_Blair"]
+        assert [m.identity for m in gate.identify(probe_nir) if m.accepted] == ["Colin_Powell"]
+        with pytest.raises(BundleError, match="not newer"):
+            gate.import_bundle(tmp_path / "site.hgb")
+    finally:
+        gate.close()
+    memory_only = hsst.Gate.from_config(None, {"pipeline.metrics_every_s": 0})
+    with pytest.raises(hsst.HsstError, match="set gallery.path"):
+        memory_only.import_bundle(tmp_path / "site.hgb")
+    memory_only.close()
