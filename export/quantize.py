@@ -189,7 +189,7 @@ def rank_sensitive_convs(fp32_path: Union[str, Path], faces: np.ndarray, input_n
     with tempfile.TemporaryDirectory(prefix="hsst-sqnr-") as tmp:
         tmp_dir = Path(tmp)
         source = _float_graph(fp32_path, tmp_dir, config.target == "tensorrt")
-        qdq = quantize_onnx(source, tmp_dir / "qdq.onnx", x, input_name, replace(config, fmt="qdq"))
+        qdq = quantize_onnx(source, tmp_dir / "qdq.onnx", x, input_name=input_name, config=replace(config, fmt="qdq"))
         dbg.modify_model_output_intermediate_tensors(str(source), str(tmp_dir / "float_all.onnx"))
         dbg.modify_model_output_intermediate_tensors(str(qdq), str(tmp_dir / "qdq_all.onnx"))
         matched = dbg.create_activation_matching(dbg.collect_activations(str(tmp_dir / "qdq_all.onnx"), feeds),
@@ -247,7 +247,7 @@ def _float_candidates(fp32_path: Path, faces: np.ndarray, input_name: str, confi
 
 def quantize_mixed(fp32_path: Union[str, Path], out_path: Union[str, Path], faces: np.ndarray, check: np.ndarray,
                    embed: Callable[[Path], np.ndarray], target_cosine: float, input_name: str = "input",
-                   config: QuantizeConfig = QuantizeConfig(), steps: Sequence[int] = FLOAT_LAYER_STEPS
+                   config: QuantizeConfig = QuantizeConfig(), steps: Optional[Sequence[int]] = None
                    ) -> MixedPrecision:
     """INT8 with as few float32 convolutions as keep the embeddings within ``target_cosine`` of FP32.
 
@@ -259,17 +259,19 @@ def quantize_mixed(fp32_path: Union[str, Path], out_path: Union[str, Path], face
     Args:
         embed: embeddings of ``check`` from an ONNX file (the caller's runner: batch, static shapes).
         target_cosine: mean cosine to reach.
+        steps: float32 convolution counts to try in order (None: :data:`FLOAT_LAYER_STEPS`).
     """
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     reference = embed(fp32_path)
     ranked: Optional[List[str]] = None
     tried: List[Tuple[int, float]] = []
     layers: List[str] = []
-    for count in steps:
+    for count in FLOAT_LAYER_STEPS if steps is None else steps:
         if count and ranked is None:
             ranked = _float_candidates(fp32_path, faces[:64], input_name, config)
         layers = list(ranked[:count]) if count else []
-        quantize_onnx(fp32_path, out_path, faces, input_name, replace(config, exclude=tuple(config.exclude) + tuple(layers)))
+        quantize_onnx(fp32_path, out_path, faces, input_name=input_name,
+                      config=replace(config, exclude=tuple(config.exclude) + tuple(layers)))
         cosine = _mean_cosine(reference, embed(out_path))
         tried.append((len(layers), cosine))
         logger.info("INT8 with %d float32 convolution(s)%s: mean cosine to FP32 %.4f on %d check faces (target %.2f)",

@@ -112,6 +112,7 @@ def test_embedder_onnx_int8_calibrated_on_wrong_faces_is_kept_as_failed(tmp_path
     # Calibrated on faces at 2% of their contrast, the int8 ranges clip every real face (calibrated on the faces
     # themselves, this ONNX passes: test_export_cli.py::test_onnx_int8_from_exported_onnx).
     monkeypatch.setattr(quantize, "quantize_onnx", lambda src, dst, faces, **kw: real(src, dst, faces * 0.02, **kw))
+    monkeypatch.setattr(quantize, "FLOAT_LAYER_STEPS", (0,))  # no mixed-precision search: the gate is the subject
     exporter = Exporter(ExportOptions(weights=stand_in_onnx, data=face_dir, output=tmp_path, name="m",
                                       formats=("onnx-int8",), dynamic=True, batch=4, calib_images=16))
     with pytest.raises(GateFailed, match="m.int8.onnx.failed failed its accuracy gate"):
