@@ -22,18 +22,27 @@ class ReadWriteLock:
 
     def acquire_read(self) -> None:
         """Enter shared (pair with :meth:`release_read`; :meth:`read` is the ``with`` form)."""
-        with self._turnstile:
-            pass
-        with self._count_lock:
+        # acquire/release pairs, not ``with`` blocks: this runs on every search (a 1k-template search is ~20 us)
+        self._turnstile.acquire()
+        self._turnstile.release()
+        count = self._count_lock
+        count.acquire()
+        try:
             self._readers += 1
             if self._readers == 1:
                 self._room.acquire()
+        finally:
+            count.release()
 
     def release_read(self) -> None:
-        with self._count_lock:
+        count = self._count_lock
+        count.acquire()
+        try:
             self._readers -= 1
             if self._readers == 0:
                 self._room.release()
+        finally:
+            count.release()
 
     @contextmanager
     def read(self) -> Iterator[None]:
