@@ -45,6 +45,8 @@ from hsst.gallery.sealing import RowSealer
 logger = logging.getLogger(__name__)
 
 IF_EXISTS = ("error", "add", "replace")
+#: What opening a store does with a template row that fails authentication (see :meth:`GalleryStore.open`).
+ON_TAMPERED = ("refuse", "skip")
 #: Templates decrypted per batch while the index is (re)built.
 _LOAD_BATCH = 65536
 
@@ -56,8 +58,13 @@ class GalleryStore:
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, sealer: RowSealer, index_options: IndexOptions,
-                 search: bool) -> None:
+                 search: bool, on_tampered: str = "refuse") -> None:
+        if on_tampered not in ON_TAMPERED:
+            raise InputError(f"on_tampered must be one of {ON_TAMPERED}, got {on_tampered!r}")
         self.path = path
+        self._on_tampered = on_tampered
+        #: identity id -> why it is out of the search index (``on_tampered="skip"``): a row failed authentication.
+        self.quarantined: Dict[str, str] = {}
         self._conn = conn
         self._sealer = sealer
         self._index_options = index_options
@@ -71,7 +78,8 @@ class GalleryStore:
 
     @classmethod
     def create(cls, path: PathLike, keys: KeyProvider, model: str, dim: Optional[int] = None,
-               index: Optional[IndexOptions] = None, actor: Optional[str] = None) -> "GalleryStore":
+               index: Optional[IndexOptions] = None, actor: Optional[str] = None,
+               on_tampered: str = "refuse") -> "GalleryStore":
         """A new, empty gallery file bound to ``model`` (a model hash: :func:`hsst.gallery.records.model_hash`).
 
         Args:
@@ -81,6 +89,7 @@ class GalleryStore:
             dim: embedding dimension (None: fixed by the first enrolment).
             index: search options.
             actor: who creates it (audit).
+            on_tampered: what :meth:`open` does with a row that fails authentication (``refuse`` or ``skip``).
         """
         path = Path(path)
         if path.exists():
@@ -115,11 +124,12 @@ class GalleryStore:
             raise
         conn.close()
         logger.info("created gallery %s (model %s, key %s)", path, model[:16], sealer.key_id)
-        return cls.open(path, keys, model, index=index)
+        return cls.open(path, keys, model, index=index, on_tampered=on_tampered)
 
     @classmethod
     def open(cls, path: PathLike, keys: KeyProvider, model: Optional[str] = None, index: Optional[IndexOptions] = None,
-             search: bool = True, create: bool = False, dim: Optional[int] = None) -> "GalleryStore":
+             search: bool = True, create: bool = False, dim: Optional[int] = None,
+             on_tampered: str = "refuse") -> "GalleryStore":
         """Open a gallery file.
 
         Args:
@@ -130,12 +140,17 @@ class GalleryStore:
             search: build the in-memory index (decrypts every template); False for listing and maintenance.
             create: create the gallery when the file does not exist (needs ``model``).
             dim: embedding dimension for a created gallery.
+            on_tampered: a template row that fails authentication: ``refuse`` to open (raise
+                :class:`TamperedData`), or ``skip``: leave that identity out of the search index (logged as an
+                error, listed in :attr:`quarantined`) until it is re-enrolled with ``if_exists="replace"`` or
+                removed, so one damaged row does not shut the gate for everyone else.
 
         Raises:
             StoreError: missing (without ``create``), not a gallery, or from a newer hsst.
             WrongKey: the key is not the gallery's.
             ModelMismatch: the templates come from another model than ``model``.
-            TamperedData: a template row fails authentication (``search=True`` opens every one).
+            TamperedData: a template row fails authentication (``search=True`` opens every one), unless
+                ``on_tampered="skip"``.
         """
         path = Path(path)
         if path.is_file() and unfinished(path):
@@ -151,7 +166,7 @@ class GalleryStore:
             if create:
                 if model is None:
                     raise InputError("creating a gallery needs the model hash its templates will come from")
-                return cls.create(path, keys, model, dim=dim, index=index)
+                return cls.create(path, keys, model, dim=dim, index=index, on_tampered=on_tampered)
             raise StoreError(f"gallery not found: {path}; create it by enrolling (or `hsst-gallery import` a bundle)")
         sealer = RowSealer(keys.data_key())
         conn = connect(path)
@@ -161,7 +176,7 @@ class GalleryStore:
                 secure(Path(str(path) + suffix))
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             sealer.check_key(meta["store_id"], bytes.fromhex(meta["key_check"]), meta["key_id"], f"gallery {path}")
-            store = cls(path, conn, sealer, index or IndexOptions(), search=search)
+            store = cls(path, conn, sealer, index or IndexOptions(), search=search, on_tampered=on_tampered)
             if model is not None:
                 store._bind_model(model)
             if search:
@@ -287,6 +302,7 @@ class GalleryStore:
 
     def _rebuild_index(self) -> None:
         """Decrypt every template into a fresh index (at open, after a full import, a re-embed or refresh)."""
+        quarantined: Dict[str, str] = {}
         with self._db:
             self._meta = self._read_meta()
             dim = self.dim
@@ -304,13 +320,36 @@ class GalleryStore:
                         raise ModelMismatch(f"template {row[2]} of identity {row[1]!r} was made by model "
                                             f"{row[3][:16]}..., the gallery by {model[:16]}...; run "
                                             "`hsst-gallery verify` and re-embed or re-enrol")
-                vectors = np.stack([self._sealer.open_template(r[1], r[2], model, r[4], dim) for r in rows])
-                index.add(vectors, np.array([r[0] for r in rows], np.int64), [r[1] for r in rows])
+                opened = [(r, self._open_or_quarantine(r, model, dim, quarantined)) for r in rows]
+                opened = [(r, v) for r, v in opened if v is not None]
+                if opened:
+                    index.add(np.stack([v for _, v in opened]), np.array([r[0] for r, _ in opened], np.int64),
+                              [r[1] for r, _ in opened])
+            if index is not None and quarantined:  # the quarantined identities' rows read before their bad one
+                index.remove([r[0] for ident in quarantined for r in self._conn.execute(
+                    "SELECT label FROM templates WHERE identity_id = ?", (ident,))])
             self._index = index
+            self.quarantined = quarantined
             self._loaded_version = self.version
         if index is not None:
             logger.info("gallery %s: %d templates of %d identities in the index (%s, %s)", self.path, len(index),
                         index.num_owners, index.backend, index.storage)
+
+    def _open_or_quarantine(self, row: tuple, model: str, dim: int, quarantined: Dict[str, str]
+                            ) -> Optional[np.ndarray]:
+        """The row's template; with ``on_tampered="skip"`` None for a row that fails authentication (its identity
+        is quarantined) or belongs to a quarantined identity."""
+        if row[1] in quarantined:
+            return None
+        try:
+            return self._sealer.open_template(row[1], row[2], model, row[4], dim)
+        except TamperedData as exc:
+            if self._on_tampered != "skip":
+                raise
+            quarantined[row[1]] = str(exc)
+            logger.error("gallery %s: identity %r left out of the search index: %s; re-enrol it "
+                         "(hsst-enroll, or enrol with if_exists='replace') or remove it", self.path, row[1], exc)
+            return None
 
     def refresh(self) -> bool:
         """Rebuild the index when another process changed the file since; True when it did."""
@@ -423,7 +462,13 @@ class GalleryStore:
                 if self._index is None:  # first enrolment of a gallery created without a dimension
                     self._index = TemplateIndex(x.shape[1], self._index_options)
                 self._index.remove(old_labels)
-                self._index.add(x, np.array(labels, np.int64), [identity_id] * k)
+                if identity_id in self.quarantined and if_exists == "replace":
+                    del self.quarantined[identity_id]  # every row of it is new
+                if identity_id not in self.quarantined:
+                    self._index.add(x, np.array(labels, np.int64), [identity_id] * k)
+                else:
+                    logger.warning("%r stays out of the search index: a stored template of it failed "
+                                   "authentication; enrol it with if_exists='replace'", identity_id)
                 self._synced(version)
         logger.info("%s %r: %d template(s), %d photo(s) (gallery version %d)", action, identity_id, k,
                     len(photo_blobs), version)
@@ -468,6 +513,7 @@ class GalleryStore:
             if self._index is not None:
                 self._index.remove(labels)
                 self._synced(version)
+            self.quarantined.pop(identity, None)
         logger.info("removed %r (%d templates; gallery version %d)", identity, len(labels), version)
         return True
 

@@ -317,6 +317,10 @@ class GalleryConfig:
         refresh_s: a running gate looks for changes another process made to the store (``hsst-enroll``,
             ``hsst-gallery remove`` / ``import``) this often, in seconds, and rebuilds its search index when
             there are any (0: never; then only a restart or ``gate.gallery.refresh()`` sees them).
+        on_tampered: a stored template that fails authentication (a damaged or altered row): ``refuse`` to start
+            (the default: someone may have altered the file), or ``skip``: serve everyone else and leave that
+            identity out of the search, logged as an error and listed in ``gate.gallery.quarantined``, until it
+            is re-enrolled or removed.
     """
 
     path: Optional[str] = None
@@ -327,12 +331,14 @@ class GalleryConfig:
     min_enroll_quality: float = 0.3
     duplicate_check: bool = True
     refresh_s: float = 5.0
+    on_tampered: str = "refuse"
 
     def validate(self, where: str) -> None:
         _in_range(self.min_enroll_quality, 0.0, 1.0, f"{where}.min_enroll_quality")
         if self.refresh_s < 0:
             raise ConfigError(f"{where}.refresh_s must be >= 0 (0: never), got {self.refresh_s}")
         _one_of(self.index_storage, INDEX_STORAGES, f"{where}.index_storage")
+        _one_of(self.on_tampered, ("refuse", "skip"), f"{where}.on_tampered")
         if not self.key_env:
             raise ConfigError(f"{where}.key_env must name an environment variable, e.g. HSST_GALLERY_KEY")
 

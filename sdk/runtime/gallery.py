@@ -206,4 +206,5 @@ def open_store(config: "GalleryConfig", model: Union[str, Path], dim: Optional[i
     if not config.path:
         raise InputError("open_store needs gallery.path (None means an in-memory gallery)")
     return GalleryStore.open(config.path, gallery_keys(config), model_hash(model),
-                             index=IndexOptions(storage=config.index_storage), create=True, dim=dim)
+                             index=IndexOptions(storage=config.index_storage), create=True, dim=dim,
+                             on_tampered=config.on_tampered)

@@ -1,5 +1,6 @@
 """GalleryStore with real faces: enrol, identify, remove, persistence, file modes, wrong key, tampered rows,
 model binding, re-embed, audit trail, and searches while enrolments land."""
+import logging
 import os
 import sqlite3
 import stat
@@ -272,3 +273,33 @@ def test_compact_storage_identifies_like_float32(tmp_path, keys, real_faces, sto
         rb, ib, sb = _identify(b, real_faces)
         assert list(ia[:, 0]) == list(ib[:, 0])
         np.testing.assert_allclose(sa, sb, atol=0.02)
+
+
+def test_skip_mode_serves_everyone_else_and_quarantines_the_tampered_identity(enrolled, keys, real_faces, caplog):
+    """on_tampered="skip": one damaged row does not shut the gate; its identity is out of the search (named in
+    the log and in ``quarantined``) until re-enrolled with if_exists="replace"."""
+    person, other = real_faces.people[2], real_faces.people[0]
+    uid = enrolled.templates(person)[-1].id  # its last row: the identity's earlier rows were read first
+    enrolled.close()
+    conn = _raw(enrolled.path)
+    sealed = bytearray(conn.execute("SELECT sealed FROM templates WHERE uid = ?", (uid,)).fetchone()[0])
+    sealed[20] ^= 0x40
+    conn.execute("UPDATE templates SET sealed = ? WHERE uid = ?", (bytes(sealed), uid))
+    conn.close()
+    with caplog.at_level(logging.ERROR, logger="hsst.gallery.store"):
+        store = GalleryStore.open(enrolled.path, keys, real_faces.model_hash, on_tampered="skip")
+    try:
+        assert list(store.quarantined) == [person] and uid in store.quarantined[person]
+        assert f"identity {person!r} left out of the search index" in caplog.text
+        names, probes = real_faces.probes()
+        best = dict(zip(names, store.search(probes, 1)[0][:, 0]))
+        assert best[other] == other and person not in best.values()
+        mine = probes[names.index(person)][None]
+        store.enrol(person, real_faces.of(person)[:1], if_exists="add")  # still quarantined: a bad row remains
+        assert person in store.quarantined and store.search(mine, 1)[0][0, 0] != person
+        store.enrol(person, real_faces.of(person)[:2], if_exists="replace")
+        assert not store.quarantined and store.search(mine, 1)[0][0, 0] == person
+    finally:
+        store.close()
+    with pytest.raises(InputError, match="on_tampered must be one of"):
+        GalleryStore.open(enrolled.path, keys, real_faces.model_hash, on_tampered="ignore")
