@@ -294,3 +294,69 @@ def import_bundle(store: GalleryStore, path: PathLike, keys: KeyProvider, new_so
         counts = store.apply(_records(fh, header, path), header.removed, full=header.kind == "full", bundle=info,
                              actor=actor or f"{default_actor()} (bundle {header.source[:12]}@{header.version})")
     return dict({"bundle": header.to_dict()}, **counts)
+
+
+#: A bundle file younger than this is left for the next look: a sync job may still be writing it.
+INBOX_SETTLE_S = 2.0
+
+
+@dataclass
+class InboxResult:
+    """One bundle an inbox pass handled: ``applied`` (counts in ``result``) or refused (``error``)."""
+
+    path: Path
+    applied: bool
+    result: Dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def apply_inbox(store: GalleryStore, inbox: PathLike, keys: KeyProvider, settle_s: float = INBOX_SETTLE_S
+                ) -> List[InboxResult]:
+    """Apply the signed bundles dropped into ``inbox`` (``*.hgb``: a site's sync job, a USB stick...).
+
+    Bundles are taken oldest version first (by their verified headers), each applied atomically by
+    :func:`import_bundle`, then moved to ``inbox/applied/``; a refused one (bad signature, stale, another model
+    or station, damaged) goes to ``inbox/refused/`` with ``<name>.reason.txt``, so it is not tried again and an
+    operator sees why. Files younger than ``settle_s`` are left for the next pass (write as ``*.part`` and rename
+    to be safe); other names are ignored.
+
+    Returns:
+        What this pass did, in order (empty when there was nothing to do).
+    """
+    inbox = Path(inbox)
+    if not inbox.is_dir():
+        return []
+    now = time.time()
+    ready = [p for p in inbox.iterdir() if p.suffix == ".hgb" and p.is_file() and now - p.stat().st_mtime >= settle_s]
+    headers: Dict[Path, Optional[BundleHeader]] = {}
+    for path in ready:
+        try:
+            headers[path] = read_header(path, keys)
+        except BundleError:
+            headers[path] = None  # refused below, with the same message import_bundle gives
+    order = sorted(ready, key=lambda p: (headers[p].version, p.name) if headers[p] is not None else (-1, p.name))
+    done: List[InboxResult] = []
+    for path in order:
+        try:
+            result = import_bundle(store, path, keys, actor=f"{default_actor()} (inbox {inbox})")
+        except (BundleError, ModelMismatch, WrongKey) as exc:
+            done.append(InboxResult(_file_away(path, "refused", str(exc)), False, error=str(exc)))
+            logger.error("gallery bundle %s refused: %s", path.name, exc)
+            continue
+        done.append(InboxResult(_file_away(path, "applied"), True, result=result))
+        logger.info("gallery bundle %s applied: %d identities in or updated, %d removed (version %d)", path.name,
+                    result["upserted"], result["removed"], result["bundle"]["version"])
+    return done
+
+
+def _file_away(path: Path, folder: str, reason: str = "") -> Path:
+    """Move a handled bundle into ``inbox/<folder>/`` (a name already there gets a time suffix)."""
+    dest_dir = path.parent / folder
+    dest_dir.mkdir(mode=0o700, exist_ok=True)
+    dest = dest_dir / path.name
+    if dest.exists():
+        dest = dest_dir / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}{path.suffix}"
+    os.replace(path, dest)
+    if reason:
+        Path(f"{dest}.reason.txt").write_text(reason + "\n", encoding="utf-8")
+    return dest

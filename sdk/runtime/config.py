@@ -321,6 +321,11 @@ class GalleryConfig:
             (the default: someone may have altered the file), or ``skip``: serve everyone else and leave that
             identity out of the search, logged as an error and listed in ``gate.gallery.quarantined``, until it
             is re-enrolled or removed.
+        bundle_inbox: a folder the running gate watches (every ``refresh_s``) for signed bundles of the site's
+            enrolment station (``*.hgb``, dropped by a sync job or from a USB stick; write ``*.part`` and rename):
+            each is verified with ``keys_dir/verify.pem`` and applied atomically, oldest version first, then moved
+            to ``applied/`` or, refused, to ``refused/`` with the reason beside it. None: no inbox (bundles are
+            imported with ``hsst-gallery import`` or ``Gate.import_bundle``).
     """
 
     path: Optional[str] = None
@@ -332,6 +337,7 @@ class GalleryConfig:
     duplicate_check: bool = True
     refresh_s: float = 5.0
     on_tampered: str = "refuse"
+    bundle_inbox: Optional[str] = None
 
     def validate(self, where: str) -> None:
         _in_range(self.min_enroll_quality, 0.0, 1.0, f"{where}.min_enroll_quality")
@@ -339,6 +345,8 @@ class GalleryConfig:
             raise ConfigError(f"{where}.refresh_s must be >= 0 (0: never), got {self.refresh_s}")
         _one_of(self.index_storage, INDEX_STORAGES, f"{where}.index_storage")
         _one_of(self.on_tampered, ("refuse", "skip"), f"{where}.on_tampered")
+        if self.bundle_inbox and not self.path:
+            raise ConfigError(f"{where}.bundle_inbox needs {where}.path: bundles are applied to the encrypted store")
         if not self.key_env:
             raise ConfigError(f"{where}.key_env must name an environment variable, e.g. HSST_GALLERY_KEY")
 

@@ -469,11 +469,19 @@ class GatePipeline:
         self._stop.set()
 
     def _refresh_gallery(self) -> None:
-        """See what another process changed in the gallery store (the in-memory gallery has nothing to see)."""
+        """Apply bundles waiting in ``gallery.bundle_inbox``, then see what another process changed in the gallery
+        store (the in-memory gallery has nothing to see)."""
         refresh = getattr(self.gallery, "refresh", None)
         if refresh is None:
             return
         try:
+            if self.config.gallery.bundle_inbox:  # applied bundles update the index themselves
+                from hsst.gallery.bundle import apply_inbox
+                from hsst.runtime.gallery import gallery_keys
+
+                for handled in apply_inbox(self.gallery, self.config.gallery.bundle_inbox,
+                                           gallery_keys(self.config.gallery)):
+                    self.metrics.count("bundles_applied" if handled.applied else "bundles_refused")
             if refresh():
                 logger.info("the gallery store was changed by another process: search index rebuilt (%d identities)",
                             len(self.gallery))

@@ -169,3 +169,37 @@ def test_a_bad_row_deep_in_a_signed_bundle_imports_nothing(enrolled, keys, gate,
     with pytest.raises(TamperedData, match=f"template {uid} of identity '{last}'"):
         import_bundle(store, tmp_path / "b.hgb", gate_keys)
     assert len(store) == 0 and store.bundle_version is None and store.identities == []
+
+
+def test_inbox_applies_oldest_first_and_files_each_away(enrolled, keys, gate, real_faces, tmp_path):
+    """A full and an incremental bundle dropped together are applied in version order whatever their names; a
+    file still being written (younger than the settle time) waits; other files are left alone; a replay is
+    refused and filed with its reason."""
+    import os
+    import time
+
+    from hsst.gallery.bundle import apply_inbox
+
+    station = enrolled
+    store, gate_keys = gate
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    since = station.version
+    export_bundle(station, inbox / "b_full.hgb", keys)
+    station.enrol("newcomer", real_faces.of(real_faces.people[0])[2:])
+    export_bundle(station, inbox / "a_changes.hgb", keys, since=since)  # sorts first by name, applies second
+    (inbox / "notes.txt").write_text("not a bundle")
+    past = time.time() - 60
+    for name in ("b_full.hgb", "a_changes.hgb"):
+        os.utime(inbox / name, (past, past))
+    shutil.copyfile(inbox / "b_full.hgb", inbox / "replay.hgb")  # fresh mtime: still "being copied"
+
+    done = apply_inbox(store, inbox, gate_keys)
+    assert [(d.path.name, d.applied) for d in done] == [("b_full.hgb", True), ("a_changes.hgb", True)]
+    assert "newcomer" in store and store.identities == station.identities
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == ["notes.txt", "replay.hgb"]
+    os.utime(inbox / "replay.hgb", (past, past))
+    replay, = apply_inbox(store, inbox, gate_keys)
+    assert not replay.applied and replay.path == inbox / "refused" / "replay.hgb"
+    assert "not newer" in (inbox / "refused" / "replay.hgb.reason.txt").read_text()
+    assert apply_inbox(store, inbox, gate_keys) == [] and apply_inbox(store, tmp_path / "absent", gate_keys) == []

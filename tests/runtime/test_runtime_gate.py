@@ -4,6 +4,7 @@ capture thread, concurrent identify + enrol while the gate streams, restart from
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -180,36 +181,77 @@ def test_running_gate_sees_another_processs_enrolment(tmp_path, lfw_dir):
     assert "Tony_Blair" in seen
 
 
-def test_gate_imports_the_stations_signed_bundle(tmp_path, lfw_dir, probe_nir):
-    """A central enrolment station exports a signed bundle; a gate with the site's data key and the station's
-    public key (no signing key) applies it through the firmware API and finds the person; a replay is refused."""
-    from hsst.gallery import BundleError
+def _station_bundle(tmp_path: Path, lfw_dir: Path, people=("Colin_Powell", "Tony_Blair")) -> Path:
+    """A central station (its own store, keys with the signing key) enrols ``people`` and exports a full bundle;
+    ``tmp_path/gate/keys`` gets what a gate is given: the site's data key and the station's verify.pem."""
     from hsst.gallery.bundle import export_bundle
     from hsst.gallery.keys import FileKeys
 
     station_keys, gate_keys = tmp_path / "station" / "keys", tmp_path / "gate" / "keys"
     generate_keys(station_keys)
     gate_keys.mkdir(parents=True, mode=0o700)
-    for name in ("data.key", "verify.pem"):  # what a gate is given; signing.pem stays at the station
+    for name in ("data.key", "verify.pem"):  # signing.pem stays at the station
         shutil.copy2(station_keys / name, gate_keys / name)
     station = hsst.Gate.from_config(None, _overrides(tmp_path / "station"))
     try:
-        for who in ("Colin_Powell", "Tony_Blair"):
+        for who in people:
             assert station.enroll(who, _photos(lfw_dir, who)).accepted
         export_bundle(station.gallery, tmp_path / "site.hgb", FileKeys.from_dir(station_keys))
     finally:
         station.close()
+    return tmp_path / "site.hgb"
+
+
+def test_gate_imports_the_stations_signed_bundle(tmp_path, lfw_dir, probe_nir):
+    """A gate with the site's data key and the station's public key (no signing key) applies the station's bundle
+    through the firmware API and finds the person; a replay is refused."""
+    from hsst.gallery import BundleError
+
+    bundle = _station_bundle(tmp_path, lfw_dir)
     gate = hsst.Gate.from_config(None, _overrides(tmp_path / "gate"))
     try:
         assert len(gate) == 0
-        applied = gate.import_bundle(tmp_path / "site.hgb")
+        applied = gate.import_bundle(bundle)
         assert applied["upserted"] == 2 and sorted(gate.identities()) == ["Colin_Powell", "Tony_Blair"]
         assert [m.identity for m in gate.identify(probe_nir) if m.accepted] == ["Colin_Powell"]
         with pytest.raises(BundleError, match="not newer"):
-            gate.import_bundle(tmp_path / "site.hgb")
+            gate.import_bundle(bundle)
     finally:
         gate.close()
     memory_only = hsst.Gate.from_config(None, {"pipeline.metrics_every_s": 0})
     with pytest.raises(hsst.HsstError, match="set gallery.path"):
-        memory_only.import_bundle(tmp_path / "site.hgb")
+        memory_only.import_bundle(bundle)
     memory_only.close()
+
+
+def test_running_gate_applies_bundles_dropped_into_its_inbox(tmp_path, lfw_dir):
+    """gallery.bundle_inbox: a bundle copied into the folder while the gate streams is verified and applied within
+    refresh_s (Tony Blair, the person in front of the camera, is then accepted) and filed under applied/; the same
+    bundle dropped again is filed under refused/ with the reason."""
+    bundle = _station_bundle(tmp_path, lfw_dir)
+    inbox = tmp_path / "gate" / "inbox"
+    inbox.mkdir()
+    gate = hsst.Gate.from_config(None, _streaming_overrides(tmp_path / "gate", lfw_dir, 3, **{
+        "gallery.bundle_inbox": str(inbox), "gallery.refresh_s": 0.1}))
+    accepted = threading.Event()
+    gate.on_decision(lambda e: accepted.set() if e.kind == "accept" and e.identity == "Tony_Blair" else None)
+    past = time.time() - 10  # older than the inbox's settle time: a finished copy
+
+    def drop(name: str) -> Path:
+        path = inbox / name
+        shutil.copyfile(bundle, path)
+        os.utime(path, (past, past))
+        return path
+
+    with gate:
+        time.sleep(0.3)
+        assert not accepted.is_set()  # nobody enrolled yet
+        drop("site.hgb")
+        assert accepted.wait(20), "the bundle in the inbox was not applied"
+        assert (inbox / "applied" / "site.hgb").is_file() and not (inbox / "site.hgb").exists()
+        drop("again.hgb")
+        deadline = time.time() + 10
+        while not (inbox / "refused" / "again.hgb").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert sorted(gate.identities()) == ["Colin_Powell", "Tony_Blair"]
+    assert "not newer" in (inbox / "refused" / "again.hgb.reason.txt").read_text()
