@@ -20,18 +20,24 @@ size; compact storage >= 2x faster at equal top-1.
 """
 from __future__ import annotations
 
-import argparse
-import gc
-import json
-import logging
 import os
-import platform
-import sys
-import time
-from pathlib import Path
-from typing import Callable, Dict, List
 
-import numpy as np
+# numpy's BLAS on one thread, like the FAISS baseline's "1t": a gate searches one query at a time while its
+# other threads detect and embed; multi-threaded BLAS also leaves threads spinning that slow the next
+# configuration of a round. Set OPENBLAS_NUM_THREADS yourself to measure otherwise.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, Dict, List  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gallery_data import real_set  # noqa: E402  (bench/ is not a package)
@@ -211,7 +217,7 @@ def main() -> int:
         logger.info("%d templates done in %.0f s (load %s)", n, time.perf_counter() - t0, load_average())
     env = {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__,
            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load": load_average(),
-           "faiss_min": FAISS_MIN}
+           "faiss_min": FAISS_MIN, "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
     print(f"\n{env}\n")
     print(report(rows))
     print("\nratio = baseline ms / ms (> 1: faster than FAISS flat); backend: what TemplateIndex used; "

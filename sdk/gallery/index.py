@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,13 +29,16 @@ from hsst.gallery.locks import ReadWriteLock
 logger = logging.getLogger(__name__)
 
 STORAGES = ("float32", "float16", "int8")
+_FLOAT32 = np.dtype(np.float32)
 BACKENDS = ("auto", "numpy", "faiss")
 #: Gallery size (templates) from which ``backend="auto"`` uses FAISS, per storage, from bench/bench_gallery.py
-#: (docs/GALLERY.md): float32 numpy matches FAISS flat up to ~10k templates (then FAISS's kernel is as fast and
-#: needs no block loop); numpy has no fast float16 or int8 kernel, so those go to FAISS whenever it is installed.
-FAISS_MIN = {"float32": 16384, "float16": 0, "int8": 0}
-#: Rows scored per BLAS call in numpy: a block stays in cache while a compact block is widened to float32.
-CHUNK_ROWS = 1024
+#: (docs/GALLERY.md): float32 in numpy's feature-major blocks was faster than FAISS flat at every measured size
+#: (1k to 1M, both on one thread), so float32 stays in numpy; numpy has no fast float16 or int8 kernel, so those
+#: go to FAISS whenever it is installed.
+FAISS_MIN = {"float32": 1 << 62, "float16": 0, "int8": 0}
+#: Templates per numpy block (one BLAS call each; a gallery of up to 16,400 is one block). Not a power of two:
+#: a row stride of 2^k bytes maps every row to the same cache sets (gemv 1.7x slower at 16384 columns).
+BLOCK_COLUMNS = 16400
 
 
 def faiss_available() -> bool:
@@ -214,75 +217,102 @@ class _Flat:
         return self._labels[:self._n]
 
 
+def _capacity(need: int, current: int) -> int:
+    """Columns of a grown block: 1.25x (zero columns are scored too), a multiple of 16, never a power of two."""
+    cap = -(-max(need, int(current * 1.25), 1000) // 16) * 16
+    if cap & (cap - 1) == 0:
+        cap += 16
+    return min(BLOCK_COLUMNS, cap)
+
+
 class NumpyFlat(_Flat):
-    """Codes in a growing numpy matrix, scored block by block with BLAS (not thread-safe: see TemplateIndex)."""
+    """Codes in feature-major blocks, scored with one BLAS matrix-vector product per block (not thread-safe:
+    see TemplateIndex).
+
+    Each block is a C-contiguous (D, capacity) matrix holding up to :data:`BLOCK_COLUMNS` templates as columns,
+    zeros past the filled ones. ``q @ block`` (BLAS ``gemv`` over a wide matrix) runs about a third faster than
+    ``templates @ q`` over the same numbers stored row by row, and the block needs no slicing (a slice would be
+    copied): the zero columns are scored too and dropped, which is why the last block grows by 1.25x at a time.
+    """
 
     name = "numpy"
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self._codes = np.zeros((0, codec.dim), codec.dtype)
+        self._blocks: List[np.ndarray] = []   # all full but the last
         self._labels = np.zeros(0, np.int64)
         self._n = 0
         self._scratch = threading.local()  # per-thread float32 block for widening compact codes
 
     def codes(self) -> np.ndarray:
-        return self._codes[:self._n]
+        """(N, D) codes, row by row (a copy)."""
+        if not self._n:
+            return np.zeros((0, self.codec.dim), self.codec.dtype)
+        return np.ascontiguousarray(np.concatenate([b[:, :f] for b, f in self._filled()], axis=1).T)
+
+    def _filled(self) -> List[Tuple[np.ndarray, int]]:
+        """``(block, templates in it)`` per block."""
+        full = len(self._blocks) - 1
+        return [(b, BLOCK_COLUMNS if i < full else self._n - full * BLOCK_COLUMNS) for i, b in enumerate(self._blocks)]
 
     def add(self, codes: np.ndarray, labels: np.ndarray) -> None:
         need = self._n + len(codes)
-        if need > len(self._codes):  # amortised growth: copies happen log(N) times
-            cap = max(need, 2 * len(self._codes), 1024)
-            grown = np.empty((cap, self.codec.dim), self.codec.dtype)
-            grown[:self._n] = self._codes[:self._n]
-            grown_labels = np.empty(cap, np.int64)
+        if need > len(self._labels):  # amortised growth: copies happen log(N) times
+            grown_labels = np.empty(max(need, 2 * len(self._labels), 1024), np.int64)
             grown_labels[:self._n] = self._labels[:self._n]
-            self._codes, self._labels = grown, grown_labels
-        self._codes[self._n:need] = codes
+            self._labels = grown_labels
         self._labels[self._n:need] = labels
-        self._n = need
+        done = 0
+        while done < len(codes):
+            filled = self._n - (len(self._blocks) - 1) * BLOCK_COLUMNS if self._blocks else BLOCK_COLUMNS
+            if filled == BLOCK_COLUMNS:
+                self._blocks.append(np.zeros((self.codec.dim, 0), self.codec.dtype))
+                filled = 0
+            take = min(BLOCK_COLUMNS - filled, len(codes) - done)
+            block = self._blocks[-1]
+            if filled + take > block.shape[1]:
+                cap = _capacity(filled + take, block.shape[1])
+                grown = np.zeros((self.codec.dim, cap), self.codec.dtype)
+                grown[:, :filled] = block[:, :filled]
+                self._blocks[-1] = block = grown
+            block[:, filled:filled + take] = codes[done:done + take].T
+            done += take
+            self._n += take
 
     def remove(self, labels: np.ndarray) -> int:
         n = self._n
-        pos = np.flatnonzero(np.isin(self._labels[:n], labels))
-        if len(pos) == 0:
-            return 0
-        keep_n = n - len(pos)
-        holes = pos[pos < keep_n]                      # gaps inside the part that stays ...
-        tail = np.arange(keep_n, n)
-        movers = tail[~np.isin(tail, pos)]             # ... filled by the surviving rows past its end
-        self._codes[holes] = self._codes[movers]
-        self._labels[holes] = self._labels[movers]
-        self._n = keep_n
-        return len(pos)
+        drop = np.isin(self._labels[:n], labels)
+        gone = int(drop.sum())
+        if gone:  # rebuilt from the survivors: removals are rare, searches are not
+            keep_codes, keep_labels = self.codes()[~drop], self._labels[:n][~drop]
+            self._blocks, self._labels, self._n = [], np.zeros(0, np.int64), 0
+            self.add(keep_codes, keep_labels)
+        return gone
 
-    def _block(self, rows: int) -> np.ndarray:
+    def _widened(self, block: np.ndarray) -> np.ndarray:
         buf = getattr(self._scratch, "buf", None)
-        if buf is None or buf.shape != (CHUNK_ROWS, self.codec.dim):
-            buf = self._scratch.buf = np.empty((CHUNK_ROWS, self.codec.dim), np.float32)
-        return buf[:rows]
+        if buf is None or buf.shape != block.shape:
+            buf = self._scratch.buf = np.empty(block.shape, np.float32)
+        return self.codec.widen(block, buf)
 
     def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         n = self._n
-        codes = self._codes
         nq = len(queries)
         exact = self.codec.storage == "float32"
-        if exact and nq == 1 and k == 1 and 0 < n <= CHUNK_ROWS:  # the gate's call on a small gallery
-            s = np.dot(codes[:n], queries[0])
-            i = int(s.argmax())
+        if exact and nq == 1 and k == 1 and len(self._blocks) == 1:  # the gate's call on a gallery of <= 16k
+            s = np.dot(queries[0], self._blocks[0])
+            i = int(s[:n].argmax())
             return s[i:i + 1].reshape(1, 1), self._labels[i:i + 1].reshape(1, 1).copy()
         scores = np.empty((n, nq), np.float32)
         queries, factor = self.codec.prepare(queries)
-        single = queries[0] if nq == 1 else None
-        # blocks of CHUNK_ROWS: one BLAS call over a large matrix goes multi-threaded, and on a busy CPU a
-        # single query then waits milliseconds for a second core (measured in bench/bench_gallery.py)
-        for start in range(0, n, CHUNK_ROWS):
-            stop = min(n, start + CHUNK_ROWS)
-            block = codes[start:stop] if exact else self.codec.widen(codes[start:stop], self._block(stop - start))
-            if single is not None:
-                np.dot(block, single, out=scores[start:stop, 0])
+        offset = 0
+        for block, filled in self._filled():
+            matrix = block if exact else self._widened(block)
+            if nq == 1:
+                scores[offset:offset + filled, 0] = np.dot(queries[0], matrix)[:filled]
             else:
-                np.matmul(block, queries.T, out=scores[start:stop])
+                scores[offset:offset + filled] = np.matmul(queries, matrix)[:, :filled].T
+            offset += filled
         top_s, top_l = _top_k(scores, self._labels[:n], k)
         if factor is not None:
             top_s *= factor[:, None]
@@ -358,6 +388,7 @@ class TemplateIndex:
         if not isinstance(dim, int) or dim <= 0:
             raise InputError(f"dim must be a positive int, got {dim!r}")
         self.dim = dim
+        self._one_query = (1, dim)
         self.options = options or IndexOptions()
         self.codec = Codec(self.options.storage, dim)
         if self.options.backend == "faiss" and not self.codec.faiss_supported():
@@ -466,18 +497,18 @@ class TemplateIndex:
             self._backend = self._make_backend(0)
 
     def _check_query(self, queries: np.ndarray, k: int) -> np.ndarray:
-        if k == 1 and type(queries) is np.ndarray and queries.dtype == np.float32 and queries.ndim == 2 \
-                and queries.shape[0] == 1 and queries.shape[1] == self.dim and queries.flags.c_contiguous:
-            return queries  # the gate's call, already valid: the full checks cost a quarter of a 1k search
+        if k == 1 and type(queries) is np.ndarray and queries.shape == self._one_query \
+                and queries.dtype is _FLOAT32 and queries.flags.c_contiguous:
+            row = queries[0]
+            if math.isfinite(np.dot(row, row)):  # one BLAS dot: NaN, inf and overflow
+                return queries  # the gate's call, valid: the general checks cost a quarter of a 1k search
         if type(k) is not int and (not isinstance(k, np.integer) or isinstance(k, bool)) or k < 1:
             raise InputError(f"k must be an int >= 1, got {k!r}")
-        return check_vectors(queries, self.dim, "queries", finite=False)
+        return check_vectors(queries, self.dim, "queries")  # a NaN query never reaches a kernel
 
     def _scored(self, q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """The backend's top-k (read lock held), refusing non-finite queries: NaN or inf in a query makes every
-        one of its scores non-finite, so checking the top ones is as sure as checking the query, and cheaper."""
-        if not len(self._backend):  # nothing is scored: test the query itself
-            check_vectors(q, self.dim, "queries")
+        """The backend's top-k (read lock held) for checked queries; a best score that is not finite (values so
+        large that a product overflows float32) is refused too."""
         scores, labels = self._backend.search(q, k)
         top = scores[:, 0]
         if not (math.isfinite(top[0]) if len(top) == 1 else np.isfinite(top).all()):
