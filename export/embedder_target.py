@@ -196,7 +196,7 @@ class EmbedderTarget:
         batch = int(first) if static else self.opts.batch
         path = self.out / f"{self.stem}.int8.onnx"
         check = self.check_faces()
-        mixed = quantize_mixed(onnx_path, path, self.calibration_faces(), check,
+        mixed = quantize_mixed(onnx_path, path, self.calibration_faces(),
                                lambda p: onnx_embeddings(p, check, batch=batch, static=static),
                                target_cosine=GATES["onnx-int8"][1], input_name=base.input_name,
                                config=QuantizeConfig(target="onnxruntime", batch=batch))

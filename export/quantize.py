@@ -22,6 +22,7 @@ import numpy as np
 from hsst.core.errors import ConfigError, ModelError
 from hsst.core.files import atomic_write_bytes
 from hsst.export.calibration import FaceImageFolder
+from hsst.export.parity import compare_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -245,19 +246,20 @@ def _float_candidates(fp32_path: Path, faces: np.ndarray, input_name: str, confi
     return ends + [name for name in ranked if name not in ends]
 
 
-def quantize_mixed(fp32_path: Union[str, Path], out_path: Union[str, Path], faces: np.ndarray, check: np.ndarray,
+def quantize_mixed(fp32_path: Union[str, Path], out_path: Union[str, Path], faces: np.ndarray,
                    embed: Callable[[Path], np.ndarray], target_cosine: float, input_name: str = "input",
                    config: QuantizeConfig = QuantizeConfig(), steps: Optional[Sequence[int]] = None
                    ) -> MixedPrecision:
     """INT8 with as few float32 convolutions as keep the embeddings within ``target_cosine`` of FP32.
 
-    Quantises everything first; while the mean cosine to ``embed(fp32_path)`` on the ``check`` faces stays
-    below ``target_cosine``, leaves the first ``steps[i]`` convolutions of :func:`_float_candidates` in float32
-    and quantises again. Decide on faces apart from the ones the export gate judges (the caller's
-    ``check``), so the gate stays an independent check. The last file written stays at ``out_path``.
+    Quantises everything first; while the mean cosine of ``embed(out_path)`` to ``embed(fp32_path)`` stays below
+    ``target_cosine``, leaves the first ``steps[i]`` convolutions of :func:`_float_candidates` in float32 and
+    quantises again. ``embed`` should run faces apart from the ones the export gate judges, so the gate stays an
+    independent check. The last file written stays at ``out_path``.
 
     Args:
-        embed: embeddings of ``check`` from an ONNX file (the caller's runner: batch, static shapes).
+        faces: calibration faces (N, C, S, S); the first 64 also rank the convolutions.
+        embed: embeddings of the check faces from an ONNX file (the caller's runner: batch, static shapes).
         target_cosine: mean cosine to reach.
         steps: float32 convolution counts to try in order (None: :data:`FLOAT_LAYER_STEPS`).
     """
@@ -272,17 +274,11 @@ def quantize_mixed(fp32_path: Union[str, Path], out_path: Union[str, Path], face
         layers = list(ranked[:count]) if count else []
         quantize_onnx(fp32_path, out_path, faces, input_name=input_name,
                       config=replace(config, exclude=tuple(config.exclude) + tuple(layers)))
-        cosine = _mean_cosine(reference, embed(out_path))
+        cosine = compare_embeddings(reference, embed(out_path), "onnx-int8").cosine_mean
         tried.append((len(layers), cosine))
         logger.info("INT8 with %d float32 convolution(s)%s: mean cosine to FP32 %.4f on %d check faces (target %.2f)",
-                    len(layers), f" ({', '.join(layers)})" if layers else "", cosine, len(check), target_cosine)
+                    len(layers), f" ({', '.join(layers)})" if layers else "", cosine, len(reference), target_cosine)
         if cosine >= target_cosine or (ranked is not None and count >= len(ranked)):
             break
     return MixedPrecision(layers, tried[-1][1], tried)
 
-
-def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    den = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-    return float(((a * b).sum(1) / den).mean())

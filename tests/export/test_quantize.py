@@ -87,7 +87,7 @@ def test_mixed_precision_keeps_sensitive_layers_float(tmp_path, shipped_onnx, lf
         sess = onnx_session(path)
         return np.concatenate([sess.run(None, {"input": check[i:i + 1]})[0] for i in range(len(check))])
 
-    mixed = quantize_mixed(shipped_onnx, tmp_path / "m.int8.onnx", calib, check, embed, target_cosine=0.999,
+    mixed = quantize_mixed(shipped_onnx, tmp_path / "m.int8.onnx", calib, embed, target_cosine=0.999,
                            steps=(0, 4))
     assert [n for n, _ in mixed.tried] == [0, 4] and mixed.cosine == mixed.tried[-1][1]
     assert mixed.float_layers[:2] == ["/stem/conv/conv.1/Conv_output_0", "/embedding/Conv"]  # first and last
