@@ -201,3 +201,43 @@ def test_searches_run_while_templates_land(real_faces):
         for t in threads:
             t.join()
     assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_numpy_blocks_match_brute_force_across_block_boundaries(storage):
+    """More templates than two numpy blocks, added in uneven chunks and partly removed: every top-k equals a
+    brute-force search over the same codes (zero-padded block columns never win, labels stay with their rows)."""
+    from hsst.gallery.index import BLOCK_COLUMNS
+
+    rng = np.random.default_rng(3)
+    n = 2 * BLOCK_COLUMNS + 777
+    x = _unit(rng, n)
+    x[:, 0] = np.abs(x[:, 0]) + 0.3  # every template leans to +e1: the query -e1 scores negative against all
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.arange(10, 10 + n, dtype=np.int64)
+    index = TemplateIndex(192, IndexOptions(storage=storage, backend="numpy"))
+    start = 0
+    for size in (1, 999, BLOCK_COLUMNS, 5, n):  # the last chunk takes the rest
+        stop = min(n, start + size)
+        index.add(x[start:stop], labels[start:stop], [f"o{i}" for i in labels[start:stop]])
+        start = stop
+    gone = labels[rng.choice(n, 3000, replace=False)]
+    assert index.remove(gone) == 3000 and len(index) == n - 3000
+    keep = ~np.isin(labels, gone)
+    codec = Codec(storage, 192)
+    codes = codec.encode(x[keep]).astype(np.float32)
+    queries = _unit(rng, 7)
+    queries[:3] = x[keep][:3]
+    queries[3] = 0.0
+    queries[3, 0] = -1.0  # scores negative everywhere: a zero-padded column would win if it were scored
+    q, factor = codec.prepare(queries)
+    brute = codes @ q.T * (1.0 if factor is None else factor[None, :])
+    row_of = {label: i for i, label in enumerate(labels[keep])}
+    for k in (1, 5):
+        scores, got = index.search(queries, k)
+        best = np.sort(brute, axis=0)[::-1][:k].T  # the k best scores; which of tied templates comes first is free
+        np.testing.assert_allclose(scores, best, rtol=1e-5, atol=1e-6)
+        mine = np.array([[brute[row_of[label], i] for label in row] for i, row in enumerate(got)])
+        np.testing.assert_allclose(mine, scores, rtol=1e-5, atol=1e-6)  # each label is the row that scored it
+    one_s, one_l = index.search(queries[3:4], 1)  # the gate's single-query path
+    assert brute[row_of[one_l[0, 0]], 3] == pytest.approx(brute[:, 3].max(), abs=1e-6) and one_s[0, 0] < 0
