@@ -229,6 +229,11 @@ class GalleryStore:
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
         self._meta[key] = value
 
+    def _meta_int(self, key: str) -> Optional[int]:
+        """A numeric meta value, None while unset (stored as an empty string)."""
+        value = self._meta.get(key, "")
+        return int(value) if value else None
+
     @property
     def store_id(self) -> str:
         """Random id of this gallery (bundles name their source by it)."""
@@ -242,8 +247,7 @@ class GalleryStore:
     @property
     def dim(self) -> Optional[int]:
         """Embedding dimension (None until the first enrolment of a gallery created without one)."""
-        value = self._meta.get("dim", "")
-        return int(value) if value else None
+        return self._meta_int("dim")
 
     @property
     def version(self) -> int:
@@ -257,8 +261,7 @@ class GalleryStore:
     @property
     def bundle_version(self) -> Optional[int]:
         """Version of the last bundle imported (None: none yet)."""
-        value = self._meta.get("bundle_version", "")
-        return int(value) if value else None
+        return self._meta_int("bundle_version")
 
     @property
     def bundle_source(self) -> Optional[str]:

@@ -5,9 +5,11 @@ hsst.gallery itself never imports the runtime or the exporter; the tests use the
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Callable, List
 
 import numpy as np
 import pytest
@@ -105,3 +107,35 @@ def enrolled(store, real_faces: RealFaces):
                     attributes={"badge": name[:3].upper()}, quality={"passed": True, "score": 0.9},
                     photos=real_faces.crops_of(name)[:PHOTOS - 1])
     return store
+
+
+@pytest.fixture
+def searching():
+    """``with searching(search):`` four threads call ``search(rng)`` in a loop while the block runs (the writer);
+    the errors they meet are raised after it, so a torn read fails the test."""
+
+    @contextmanager
+    def run(search: Callable[[np.random.Generator], None], threads: int = 4):
+        stop, errors = threading.Event(), []
+
+        def loop(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            while not stop.is_set():
+                try:
+                    search(rng)
+                except Exception as exc:  # noqa: BLE001 - reported after the block
+                    errors.append(exc)
+                    return
+
+        workers = [threading.Thread(target=loop, args=(s,)) for s in range(threads)]
+        for worker in workers:
+            worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        assert not errors, errors[:3]
+
+    return run

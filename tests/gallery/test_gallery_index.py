@@ -1,6 +1,5 @@
 """TemplateIndex: exact top-k on real embeddings, numpy and FAISS agreeing per storage, the switch by size,
 removal, input checks, and searches running while templates land."""
-import threading
 
 import numpy as np
 import pytest
@@ -166,41 +165,25 @@ def test_int8_clips_rare_large_components_only():
     assert (np.abs(x) > codec.range).mean() < 1e-4
 
 
-def test_searches_run_while_templates_land(real_faces):
+def test_searches_run_while_templates_land(real_faces, searching):
     """Four threads search while the main thread adds templates one person at a time: no error, no torn
     result, and each template is found by the first search after its add returns."""
     vectors = real_faces.embeddings
     index = TemplateIndex(192, IndexOptions(backend="numpy"))
     index.add(_unit(np.random.default_rng(4), 200), np.arange(1000, 1200), [f"fill{i}" for i in range(200)])
-    stop = threading.Event()
-    errors = []
 
-    def searcher(seed):
-        rng = np.random.default_rng(seed)
-        while not stop.is_set():
-            q = np.ascontiguousarray(vectors[rng.integers(len(vectors))][None])
-            try:
-                ids, scores = index.search_owners(q, k=3)
-                assert ids[0, 0] is not None and np.all(np.diff(scores[0]) <= 0)
-            except Exception as exc:  # noqa: BLE001 - reported by the main thread
-                errors.append(exc)
-                return
+    def search(rng):
+        q = np.ascontiguousarray(vectors[rng.integers(len(vectors))][None])
+        ids, scores = index.search_owners(q, k=3)
+        assert ids[0, 0] is not None and np.all(np.diff(scores[0]) <= 0)
 
-    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with searching(search):
         for i, v in enumerate(vectors):
             index.add(np.ascontiguousarray(v[None]), np.array([i]), [f"face{i}"])
             ids, scores = index.search_owners(v, k=1)
             assert ids[0, 0] == f"face{i}" and scores[0, 0] > 0.999
             if i % 7 == 3:
                 index.remove([i - 1])
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not errors, errors[:3]
 
 
 @pytest.mark.parametrize("storage", ["float32", "int8"])

@@ -4,7 +4,6 @@ import logging
 import os
 import sqlite3
 import stat
-import threading
 
 import numpy as np
 import pytest
@@ -109,15 +108,20 @@ def _raw(path):
     return conn
 
 
-def test_tampered_row_is_detected_and_named(enrolled, keys, real_faces):
-    person = real_faces.people[2]
-    uid = enrolled.templates(person)[0].id
-    enrolled.close()
-    conn = _raw(enrolled.path)
+def _flip_a_bit(path, uid: str) -> None:
+    """Alter one bit of a template's sealed bytes in the file, as an attacker or a failing SD card would."""
+    conn = _raw(path)
     sealed = bytearray(conn.execute("SELECT sealed FROM templates WHERE uid = ?", (uid,)).fetchone()[0])
     sealed[20] ^= 0x40
     conn.execute("UPDATE templates SET sealed = ? WHERE uid = ?", (bytes(sealed), uid))
     conn.close()
+
+
+def test_tampered_row_is_detected_and_named(enrolled, keys, real_faces):
+    person = real_faces.people[2]
+    uid = enrolled.templates(person)[0].id
+    enrolled.close()
+    _flip_a_bit(enrolled.path, uid)
     with pytest.raises(TamperedData, match=f"template {uid} of identity '{person}' fails authentication"):
         GalleryStore.open(enrolled.path, keys, real_faces.model_hash)
     with GalleryStore.open(enrolled.path, keys, real_faces.model_hash, search=False) as store:
@@ -217,35 +221,19 @@ def test_re_embed_from_kept_photos(tmp_path, keys, real_faces):
         assert again.verify().ok and again.audit()[-1].action == "re-embed"
 
 
-def test_concurrent_search_while_enrolling(store, real_faces):
+def test_concurrent_search_while_enrolling(store, real_faces, searching):
     """Several threads search while the main thread enrols; a template enrolled is found by the next search."""
-    stop = threading.Event()
-    errors = []
     names, probes = real_faces.probes()
 
-    def searcher(seed):
-        rng = np.random.default_rng(seed)
-        while not stop.is_set():
-            try:
-                ids, scores = store.search(np.ascontiguousarray(probes[rng.integers(len(probes))]), k=2)
-                assert ids.shape == (1, 2) and (ids[0, 0] is None or scores[0, 0] >= scores[0, 1])
-            except Exception as exc:  # noqa: BLE001 - collected and reported below
-                errors.append(exc)
-                return
+    def search(rng):
+        ids, scores = store.search(np.ascontiguousarray(probes[rng.integers(len(probes))]), k=2)
+        assert ids.shape == (1, 2) and (ids[0, 0] is None or scores[0, 0] >= scores[0, 1])
 
-    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with searching(search):
         for i, vector in enumerate(real_faces.embeddings):
             store.enrol(f"face-{i}", vector[None])
             ids, scores = store.search(vector, k=1)
             assert ids[0, 0] == f"face-{i}" and scores[0, 0] > 0.999
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not errors, errors[:3]
     assert len(store) == len(real_faces.embeddings)
 
 
@@ -281,11 +269,7 @@ def test_skip_mode_serves_everyone_else_and_quarantines_the_tampered_identity(en
     person, other = real_faces.people[2], real_faces.people[0]
     uid = enrolled.templates(person)[-1].id  # its last row: the identity's earlier rows were read first
     enrolled.close()
-    conn = _raw(enrolled.path)
-    sealed = bytearray(conn.execute("SELECT sealed FROM templates WHERE uid = ?", (uid,)).fetchone()[0])
-    sealed[20] ^= 0x40
-    conn.execute("UPDATE templates SET sealed = ? WHERE uid = ?", (bytes(sealed), uid))
-    conn.close()
+    _flip_a_bit(enrolled.path, uid)
     with caplog.at_level(logging.ERROR, logger="hsst.gallery.store"):
         store = GalleryStore.open(enrolled.path, keys, real_faces.model_hash, on_tampered="skip")
     try:
