@@ -28,6 +28,8 @@ RUNTIME = [
     "numpy>=1.23",
     "opencv-python>=4.8",
     "onnxruntime>=1.16",
+    # graphs the runtime builds itself (the int8 gallery's scoring session); also what tflite2onnx writes
+    "onnx>=1.14",
     "click>=8.1",
     "tqdm>=4.64",
     "pyyaml>=6.0",

@@ -3,10 +3,11 @@
 :class:`TemplateIndex` holds L2-normalised templates (each with an int64 label and the identity that owns it)
 and answers top-k by inner product, exhaustively: every stored template is scored. Storage is ``float32``
 (exact) or compact: ``float16`` or ``int8`` (a fixed symmetric scale; 4x smaller than float32, its effect on
-top-1 is measured by ``bench/bench_gallery.py``); the query always stays float32. The backend is numpy below
-a size and FAISS (``IndexFlatIP``, or ``IndexScalarQuantizer`` over the same codes for compact storage) from
-that size up when ``faiss`` imports; ``backend="numpy"``/``"faiss"`` forces one. Both score the same codes,
-so switching backends (done once, when a growing gallery crosses the size) changes timings, not results.
+top-1 is measured by ``bench/bench_gallery.py``). Backends, chosen by storage and size (``backend="auto"``)
+or forced: numpy (float32 in feature-major blocks, BLAS), onnxruntime (int8: ``MatMulInteger`` over the codes
+prepacked as a session initializer, MLAS's integer SIMD kernels) and FAISS (``IndexFlatIP``, or
+``IndexScalarQuantizer`` over the same codes for compact storage) when ``faiss`` imports. All score the same
+codes, so switching backends (done once, when a growing gallery crosses a size) changes timings, not results.
 
 Thread safety: searches share a reader/writer lock and run together (numpy and FAISS release the GIL);
 ``add``/``remove`` take it exclusively for the short in-memory update, so an enrolment lands between two
@@ -30,12 +31,22 @@ logger = logging.getLogger(__name__)
 
 STORAGES = ("float32", "float16", "int8")
 _FLOAT32 = np.dtype(np.float32)
-BACKENDS = ("auto", "numpy", "faiss")
+BACKENDS = ("auto", "numpy", "onnxruntime", "faiss")
+#: onnxruntime keeps a model in one protobuf (at most 2 GB): the most int8 templates one session holds.
+ORT_MAX_TEMPLATES = 8_000_000
 #: Gallery size (templates) from which ``backend="auto"`` uses FAISS, per storage, from bench/bench_gallery.py
 #: (docs/GALLERY.md): float32 in numpy's feature-major blocks was 1.6-1.8x faster than FAISS flat from 10k to 1M
-#: templates and within 10% of it at 1k (both on one thread), so float32 stays in numpy; numpy has no fast
-#: float16 or int8 kernel, so those go to FAISS whenever it is installed.
-FAISS_MIN = {"float32": 1 << 62, "float16": 0, "int8": 0}
+#: templates and level with it at 1k (both on one thread), so float32 stays in numpy; int8 in onnxruntime was
+#: 2-4x faster than FAISS flat at every size, so it moves to FAISS only beyond what one session holds; numpy has
+#: no fast float16 kernel, so float16 goes to FAISS whenever it is installed.
+FAISS_MIN = {"float32": 1 << 62, "float16": 0, "int8": ORT_MAX_TEMPLATES}
+#: What ``auto`` uses below the FAISS size (or without faiss), per storage.
+SMALL_BACKEND = {"float32": "numpy", "float16": "numpy", "int8": "onnxruntime"}
+#: int8 queries are quantised to 7 bits (|q| <= 63): onnxruntime's AVX2 kernel multiplies unsigned by signed
+#: bytes and adds pairs of products in int16, which 8-bit queries (2 x 255 x 127) overflow and 7-bit ones
+#: (2 x 127 x 127 = 32,258) cannot; numpy and FAISS quantise the query the same way, so all three agree.
+QUERY_LEVELS = 63
+_TINY = np.float32(1e-30)  # the smallest query peak divided by: an all-zero query scores 0, not NaN
 #: Templates per numpy block (one BLAS call each; a gallery of up to 16,400 is one block). Not a power of two:
 #: a row stride of 2^k bytes maps every row to the same cache sets (gemv 1.7x slower at 16384 columns).
 BLOCK_COLUMNS = 16400
@@ -52,8 +63,9 @@ class IndexOptions:
 
     Attributes:
         storage: ``float32`` (exact), ``float16`` or ``int8`` (compact).
-        backend: ``auto`` (numpy below ``faiss_min`` templates, FAISS from there when installed), ``numpy``
-            or ``faiss`` (an error when faiss is not installed).
+        backend: ``auto`` (:data:`SMALL_BACKEND` below ``faiss_min`` templates, FAISS from there when
+            installed), ``numpy``, ``onnxruntime`` (int8 storage only) or ``faiss`` (an error when faiss is not
+            installed).
         faiss_min: size from which ``auto`` uses FAISS (None: :data:`FAISS_MIN` for the storage).
         faiss_threads: OpenMP threads FAISS may use (process-wide ``faiss.omp_set_num_threads``); one search
             is one query, which FAISS runs fastest on one thread; None leaves FAISS's setting alone.
@@ -72,6 +84,9 @@ class IndexOptions:
         if self.backend == "faiss" and not faiss_available():
             raise ConfigError("index backend 'faiss' needs faiss-cpu: pip install 'hsst[faiss]' "
                               "(or use backend 'auto', which falls back to numpy)")
+        if self.backend == "onnxruntime" and self.storage != "int8":
+            raise ConfigError(f"index backend 'onnxruntime' scores int8 codes; storage {self.storage!r} needs "
+                              "backend 'numpy', 'faiss' or 'auto'")
         if self.faiss_min is not None and self.faiss_min < 0:
             raise ConfigError(f"faiss_min must be >= 0, got {self.faiss_min}")
 
@@ -108,10 +123,10 @@ class Codec:
     """One storage type: float32 templates to codes, queries to what scores them, and FAISS's view of both.
 
     int8 scores integers: templates are ``round(x * scale)`` with one fixed scale for the whole gallery, each
-    query ``round(q * s_q)`` with its own scale (127 / its largest component), and the score is the integer
-    dot product over ``scale * s_q``. numpy (float32 BLAS on integer values below 2^24: exact) and FAISS's
-    ``QT_8bit_direct_signed`` (which quantises the query the same way and runs an int8 SIMD kernel) then
-    compute the very same numbers.
+    query ``round(q * s_q)`` with its own scale (:data:`QUERY_LEVELS` / its largest component), and the score
+    is the integer dot product over ``scale * s_q``. numpy (float32 BLAS on integer values below 2^24: exact),
+    onnxruntime (``MatMulInteger``, int32) and FAISS's ``QT_8bit_direct_signed`` (given the same quantised
+    query) then compute the very same numbers.
 
     Args:
         storage: one of :data:`STORAGES`.
@@ -134,15 +149,18 @@ class Codec:
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def prepare(self, queries: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """``(scoring_queries, factor)``: scores are ``codes . scoring_query * factor`` (factor None: 1)."""
+        """``(scoring_queries, factor)``: scores are ``codes . scoring_query * factor`` (factor None: 1).
+
+        int8: ``step = max(peak, tiny) / QUERY_LEVELS`` per query, ``round(q / step)`` (half to even), factor
+        ``step / scale``, all in float32: the onnxruntime graph of :func:`_score_session` does the very same.
+        """
         if self.storage != "int8":
             return queries, None
-        peak = np.abs(queries).max(axis=1)
+        peak = np.abs(queries).max(axis=1, keepdims=True)
         if not np.isfinite(peak).all():  # rounding would turn NaN / inf into ordinary integers: refuse here
             check_vectors(queries, None, "queries")
-        s_q = 127.0 / np.where(peak > 0, peak, 1.0)
-        q = np.rint(queries * s_q[:, None].astype(np.float32)).astype(np.float32)
-        return q, (1.0 / (self.scale * s_q)).astype(np.float32)
+        step = np.maximum(peak, _TINY) / np.float32(QUERY_LEVELS)
+        return np.rint(queries / step), step[:, 0] / np.float32(self.scale)
 
     def widen(self, codes: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Codes as float32 into ``out`` (int8 stays integer-valued)."""
@@ -319,6 +337,163 @@ class NumpyFlat(_Flat):
         return top_s, top_l
 
 
+#: Templates added since the onnxruntime session was built that may wait (scored by numpy) before it is
+#: rebuilt: at most this many, and at most 1/64 of the built ones (a rebuild costs a few ms at 10k templates and
+#: about a second at 1M; a waiting template costs a float32 column in every search).
+TAIL_MAX = 1024
+#: IO bindings kept per onnxruntime session (one per searching thread; each holds a score buffer of 4 bytes per
+#: template): beyond this many threads all are dropped and remade on their thread's next search.
+MAX_BINDINGS = 16
+
+
+def _score_session(codes: np.ndarray, scale: float):
+    """An onnxruntime session scoring float32 queries (Q, D) against (D, N) int8 codes.
+
+    Outputs ``scores`` (Q, N) int32 and ``factor`` (Q, 1) float32, computed as :meth:`Codec.prepare` does in
+    numpy (float32 ops, round half to even): the query is quantised inside the graph, where eight small kernels
+    cost less than numpy's per-call overhead on a 192-d vector.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    dim, n = codes.shape
+    const = numpy_helper.from_array
+    nodes = [
+        helper.make_node("Abs", ["query"], ["magnitude"]),
+        helper.make_node("ReduceMax", ["magnitude"], ["peak"], axes=[1], keepdims=1),
+        helper.make_node("Max", ["peak", "tiny"], ["peak_safe"]),
+        helper.make_node("Div", ["peak_safe", "levels"], ["step"]),
+        helper.make_node("Div", ["query", "step"], ["scaled"]),
+        helper.make_node("Round", ["scaled"], ["rounded"]),
+        helper.make_node("Add", ["rounded", "zero_f"], ["shifted"]),  # 7 bits, 1..127: unsigned bytes
+        helper.make_node("Cast", ["shifted"], ["query_u8"], to=TensorProto.UINT8),
+        helper.make_node("MatMulInteger", ["query_u8", "codes", "zero_u8"], ["scores"]),
+        helper.make_node("Div", ["step", "scale"], ["factor"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "template_scores",
+        [helper.make_tensor_value_info("query", TensorProto.FLOAT, ["queries", dim])],
+        [helper.make_tensor_value_info("scores", TensorProto.INT32, ["queries", n]),
+         helper.make_tensor_value_info("factor", TensorProto.FLOAT, ["queries", 1])],
+        # the codes are an initializer, not an input: onnxruntime prepacks them once for its kernels
+        [const(np.ascontiguousarray(codes), "codes"), const(np.array(QUERY_LEVELS + 1, np.uint8), "zero_u8"),
+         const(np.array(QUERY_LEVELS + 1, np.float32), "zero_f"), const(np.array(_TINY, np.float32), "tiny"),
+         const(np.array(QUERY_LEVELS, np.float32), "levels"), const(np.array(scale, np.float32), "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # one query per search: threads would only wait on each other
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxInt8Flat(_Flat):
+    """int8 codes scored by onnxruntime's ``MatMulInteger`` (MLAS's integer SIMD kernels; not thread-safe for
+    writes: see TemplateIndex).
+
+    All codes sit in one feature-major (D, capacity) int8 matrix. A session holds the first ``_sealed`` of them as
+    its initializer, which onnxruntime prepacks when it loads: a search is one run over them. Templates added
+    later wait as float32 columns (``_tail``, scored by numpy, exact on these integers) until more than
+    :data:`TAIL_MAX` (or 1/64 of the sealed ones) wait; then the session is rebuilt over all codes. A removal
+    rebuilds it at once. One-query searches reuse a per-thread IO binding whose buffers are bound once, which
+    leaves about 10 us of fixed cost per search.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._codes = np.zeros((codec.dim, 0), np.int8)
+        self._labels = np.zeros(0, np.int64)
+        self._n = 0
+        self._sealed = 0
+        self._session = None
+        self._tail = np.zeros((codec.dim, 0), np.float32)
+        self._bindings: Dict[int, tuple] = {}  # thread id -> (binding, query buffer, scores buffer), this session's
+
+    def codes(self) -> np.ndarray:
+        """(N, D) codes, row by row (a copy)."""
+        return np.ascontiguousarray(self._codes[:, :self._n].T)
+
+    def add(self, codes: np.ndarray, labels: np.ndarray) -> None:
+        need = self._n + len(codes)
+        if need > ORT_MAX_TEMPLATES:
+            raise ConfigError(f"{need:,} int8 templates exceed what one onnxruntime session holds "
+                              f"({ORT_MAX_TEMPLATES:,}); install faiss-cpu (backend 'auto' moves to it)")
+        if need > self._codes.shape[1]:
+            cap = max(need, 2 * self._codes.shape[1], 1024)
+            grown = np.zeros((self.codec.dim, cap), np.int8)
+            grown[:, :self._n] = self._codes[:, :self._n]
+            grown_labels = np.zeros(cap, np.int64)
+            grown_labels[:self._n] = self._labels[:self._n]
+            self._codes, self._labels = grown, grown_labels
+        self._codes[:, self._n:need] = codes.T
+        self._labels[self._n:need] = labels
+        self._n = need
+        waiting = need - self._sealed
+        if waiting > min(TAIL_MAX, max(16, self._sealed // 64)):
+            self._seal()
+        else:
+            self._tail = self._codes[:, self._sealed:need].astype(np.float32)
+
+    def remove(self, labels: np.ndarray) -> int:
+        n = self._n
+        keep = ~np.isin(self._labels[:n], labels)
+        gone = n - int(keep.sum())
+        if gone:
+            self._codes = np.ascontiguousarray(self._codes[:, :n][:, keep])
+            self._labels = self._labels[:n][keep]
+            self._n = n - gone
+            self._seal()
+        return gone
+
+    def _seal(self) -> None:
+        """Rebuild the session over every code (none waiting afterwards)."""
+        self._session = _score_session(self._codes[:, :self._n], self.codec.scale) if self._n else None
+        self._bindings = {}
+        self._sealed = self._n
+        self._tail = np.zeros((self.codec.dim, 0), np.float32)
+
+    def _run_one(self, query: np.ndarray) -> Tuple[np.ndarray, np.float32]:
+        """``(scores, factor)`` of one float32 query against the sealed codes, through this thread's IO
+        binding (bound once: the run writes into its buffers)."""
+        bound = self._bindings.get(threading.get_ident())
+        if bound is None:
+            import onnxruntime as ort
+
+            if len(self._bindings) >= MAX_BINDINGS:  # threads come and go (a server's): bound the buffers kept
+                self._bindings.clear()
+
+            buffers = (np.empty((1, self.codec.dim), np.float32), np.empty((1, self._sealed), np.int32),
+                       np.empty((1, 1), np.float32))
+            values = [ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input("query", values[0])
+            binding.bind_ortvalue_output("scores", values[1])
+            binding.bind_ortvalue_output("factor", values[2])
+            bound = self._bindings[threading.get_ident()] = (binding, buffers, values)
+        binding, (buf_q, buf_s, buf_f), _ = bound
+        buf_q[...] = query
+        self._session.run_with_iobinding(binding)
+        return buf_s[0], buf_f[0, 0]
+
+    def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        n, sealed = self._n, self._sealed
+        nq = len(queries)
+        if nq == 1 and k == 1 and n and sealed == n:  # the gate's call, nothing waiting
+            scores, factor = self._run_one(queries)
+            i = int(scores.argmax())
+            return (np.float32(scores[i]) * factor).reshape(1, 1), self._labels[i:i + 1].reshape(1, 1).copy()
+        q, factor = self.codec.prepare(queries)  # refuses a NaN / inf query before any kernel
+        scores = np.empty((n, nq), np.float32)
+        if sealed:
+            scores[:sealed] = self._session.run(["scores"], {"query": queries})[0].T
+        if n > sealed:
+            scores[sealed:] = np.matmul(q, self._tail).T
+        top_s, top_l = _top_k(scores, self._labels[:n], k)
+        top_s *= factor[:, None]
+        return top_s, top_l
+
+
 class FaissFlat(_Flat):
     """The same codes in a FAISS flat index (exhaustive, SIMD), labels kept beside it in insertion order."""
 
@@ -402,13 +577,17 @@ class TemplateIndex:
 
     def _make_backend(self, size: int):
         opts = self.options
-        use_faiss = opts.backend == "faiss" or (opts.backend == "auto" and size >= opts.threshold
-                                                 and self.codec.faiss_supported())
-        return FaissFlat(self.codec, opts.faiss_threads) if use_faiss else NumpyFlat(self.codec)
+        name = opts.backend
+        if name == "auto":
+            big = size >= opts.threshold and self.codec.faiss_supported()
+            name = "faiss" if big else SMALL_BACKEND[self.storage]
+        if name == "faiss":
+            return FaissFlat(self.codec, opts.faiss_threads)
+        return OnnxInt8Flat(self.codec) if name == "onnxruntime" else NumpyFlat(self.codec)
 
     @property
     def backend(self) -> str:
-        """``numpy`` or ``faiss``: what scores templates now."""
+        """``numpy``, ``onnxruntime`` or ``faiss``: what scores templates now."""
         return self._backend.name
 
     @property
@@ -445,25 +624,27 @@ class TemplateIndex:
             clash = [int(v) for v in labels if int(v) in self._owners]
             if clash:
                 raise InputError(f"labels already in the index: {clash[:5]}")
+            self._maybe_switch(len(self._backend) + len(codes))
             self._backend.add(codes, labels)
             for label, owner in zip(labels.tolist(), owners):
                 self._owners[label] = owner
                 count = self._per_owner.get(owner, 0) + 1
                 self._per_owner[owner] = count
                 self._max_per_owner = max(self._max_per_owner, count)
-            self._maybe_switch()
 
-    def _maybe_switch(self) -> None:
-        """Move a growing gallery to FAISS once it crosses the size (auto backend; never back, no flapping)."""
+    def _maybe_switch(self, size: int) -> None:
+        """Move a gallery about to reach ``size`` templates to FAISS once that crosses the threshold (auto backend;
+        never back, no flapping)."""
         if self._backend.name == "faiss" or self.options.backend != "auto":
             return
-        if len(self._backend) < self.options.threshold or not self.codec.faiss_supported():
+        if size < self.options.threshold or not self.codec.faiss_supported():
             return
-        target = FaissFlat(self.codec, self.options.faiss_threads)
-        codes, labels = self._backend.codes(), self._backend.labels
+        source, target = self._backend, FaissFlat(self.codec, self.options.faiss_threads)
+        codes, labels = source.codes(), source.labels
         for start in range(0, len(codes), 65536):  # bounded float32 copies on the way in
             target.add(codes[start:start + 65536], labels[start:start + 65536])
-        logger.info("template index: %d templates, switched from numpy to FAISS (%s)", len(target), self.storage)
+        logger.info("template index: %d templates on the way, switched from %s to FAISS (%s)", size, source.name,
+                    self.storage)
         self._backend = target
 
     def remove(self, labels: Sequence[int]) -> int:

@@ -1,5 +1,5 @@
-"""TemplateIndex: exact top-k on real embeddings, numpy and FAISS agreeing per storage, the switch by size,
-removal, input checks, and searches running while templates land."""
+"""TemplateIndex: exact top-k on real embeddings, numpy, onnxruntime (int8) and FAISS agreeing per storage, the
+switch by size, removal, input checks, and searches running while templates land."""
 
 import numpy as np
 import pytest
@@ -62,6 +62,60 @@ def test_numpy_and_faiss_score_the_same_codes(real_faces, storage):
     np.testing.assert_allclose(s1[:, 0], (probes @ vectors.T).max(axis=1), atol=0.02 if storage == "int8" else 2e-3)
 
 
+def test_onnxruntime_scores_the_int8_codes_exactly_as_numpy(real_faces):
+    vectors, owners, _, probes = _gallery(real_faces)
+    ours = _index(vectors, owners, storage="int8")  # auto: onnxruntime
+    reference = _index(vectors, owners, storage="int8", backend="numpy")
+    assert ours.backend == "onnxruntime" and reference.backend == "numpy"
+    s1, l1 = ours.search(probes, k=10)
+    s2, l2 = reference.search(probes, k=10)
+    np.testing.assert_array_equal(s1, s2)  # integer dot products, one scale: the same float32 numbers
+    assert (l1[:, 0] == l2[:, 0]).all()
+    for i in range(len(probes)):  # the gate's one-query path (IO binding) gives the batch path's answer
+        one_s, one_l = ours.search(np.ascontiguousarray(probes[i:i + 1]), 1)
+        assert one_s.dtype == np.float32 and one_s[0, 0] == s1[i, 0] and one_l[0, 0] == l1[i, 0]
+    odd = _unit(np.random.default_rng(9), 300) * np.float32(3.7)  # the query is quantised in the graph: any scale
+    odd[0] = 0.0
+    np.testing.assert_array_equal(ours.search(odd, k=3)[0], reference.search(odd, k=3)[0])
+    exact = _index(vectors, owners, backend="numpy").search(probes, k=1)[1]
+    assert (l1[:, 0] == exact[:, 0]).mean() == 1.0
+
+
+def test_onnxruntime_waiting_templates_are_searched_until_the_rebuild():
+    """Templates added one at a time wait outside the session (scored by numpy) until enough wait; removals
+    rebuild it. Every search, one query or many, equals a brute-force search over the same codes."""
+    from hsst.gallery.index import TAIL_MAX
+
+    rng = np.random.default_rng(8)
+    x = _unit(rng, 3000)
+    codec = Codec("int8", 192)
+    index = TemplateIndex(192, IndexOptions(storage="int8", backend="onnxruntime"))
+    labels = np.arange(3000, dtype=np.int64)
+    index.add(x[:2000], labels[:2000], ["o"] * 2000)
+    backend = index._backend
+    assert backend._sealed == 2000
+    queries = _unit(rng, 5)
+
+    def check(present):
+        codes = codec.encode(x[present]).astype(np.float32)
+        q, factor = codec.prepare(queries)
+        brute = codes @ q.T * factor[None, :]
+        scores, got = index.search(queries, 3)
+        np.testing.assert_allclose(scores, np.sort(brute, axis=0)[::-1][:3].T, rtol=1e-6)
+        for i in range(len(queries)):
+            one_s, one_l = index.search(np.ascontiguousarray(queries[i:i + 1]), 1)
+            assert one_s[0, 0] == pytest.approx(brute[:, i].max(), rel=1e-6)
+            assert one_l[0, 0] == labels[present][brute[:, i].argmax()]
+
+    for i in range(2000, 2040):
+        index.add(x[i:i + 1], labels[i:i + 1], ["o"])
+    assert 0 < len(index) - backend._sealed <= min(TAIL_MAX, 2000 // 64)  # some wait, then were sealed
+    queries[0] = x[2039]  # the newest template, still waiting, is its own best match
+    check(np.arange(2040))
+    assert index.remove(labels[5:2035:3]) == 677 and backend._sealed == len(index)
+    check(np.setdiff1d(np.arange(2040), np.arange(5, 2035, 3)))
+
+
 def test_owners_are_ranked_by_their_best_template(real_faces):
     vectors, owners, _, probes = _gallery(real_faces, fill=50)
     index = _index(vectors, owners, backend="numpy")
@@ -98,7 +152,7 @@ def test_auto_moves_to_faiss_when_the_gallery_grows(real_faces):
     vectors, owners, _, probes = _gallery(real_faces, fill=300)
     index = TemplateIndex(192, IndexOptions(storage="int8", faiss_min=200))
     index.add(vectors[:150], np.arange(150), owners[:150])
-    assert index.backend == "numpy"
+    assert index.backend == "onnxruntime"
     before = index.search(probes, k=3)
     index.add(vectors[150:], np.arange(150, len(vectors)), owners[150:])
     assert index.backend == "faiss" and len(index) == len(vectors)
@@ -123,8 +177,8 @@ def test_queries_are_checked_like_faiss(bad, message):
         index.search(bad)
 
 
-@pytest.mark.parametrize("storage", STORAGES)
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("faiss", marks=needs_faiss)])
+@pytest.mark.parametrize("storage, backend", [(s, "numpy") for s in STORAGES] + [("int8", "onnxruntime")] +
+                         [pytest.param(s, "faiss", marks=needs_faiss) for s in STORAGES])
 def test_non_finite_queries_are_refused_on_every_path(storage, backend):
     x = _unit(np.random.default_rng(6), 50)
     index = TemplateIndex(192, IndexOptions(storage=storage, backend=backend))
@@ -155,6 +209,8 @@ def test_bad_k_labels_and_options():
         IndexOptions(storage="int4")
     with pytest.raises(ConfigError, match="backend 'gpu'"):
         IndexOptions(backend="gpu")
+    with pytest.raises(ConfigError, match="'onnxruntime' scores int8 codes"):
+        IndexOptions(storage="float32", backend="onnxruntime")
 
 
 def test_int8_clips_rare_large_components_only():
@@ -165,11 +221,12 @@ def test_int8_clips_rare_large_components_only():
     assert (np.abs(x) > codec.range).mean() < 1e-4
 
 
-def test_searches_run_while_templates_land(real_faces, searching):
+@pytest.mark.parametrize("storage, backend", [("float32", "numpy"), ("int8", "onnxruntime")])
+def test_searches_run_while_templates_land(real_faces, searching, storage, backend):
     """Four threads search while the main thread adds templates one person at a time: no error, no torn
     result, and each template is found by the first search after its add returns."""
     vectors = real_faces.embeddings
-    index = TemplateIndex(192, IndexOptions(backend="numpy"))
+    index = TemplateIndex(192, IndexOptions(storage=storage, backend=backend))
     index.add(_unit(np.random.default_rng(4), 200), np.arange(1000, 1200), [f"fill{i}" for i in range(200)])
 
     def search(rng):
@@ -181,7 +238,7 @@ def test_searches_run_while_templates_land(real_faces, searching):
         for i, v in enumerate(vectors):
             index.add(np.ascontiguousarray(v[None]), np.array([i]), [f"face{i}"])
             ids, scores = index.search_owners(v, k=1)
-            assert ids[0, 0] == f"face{i}" and scores[0, 0] > 0.999
+            assert ids[0, 0] == f"face{i}" and scores[0, 0] > (0.999 if storage == "float32" else 0.98)
             if i % 7 == 3:
                 index.remove([i - 1])
 
@@ -224,3 +281,30 @@ def test_numpy_blocks_match_brute_force_across_block_boundaries(storage):
         np.testing.assert_allclose(mine, scores, rtol=1e-5, atol=1e-6)  # each label is the row that scored it
     one_s, one_l = index.search(queries[3:4], 1)  # the gate's single-query path
     assert brute[row_of[one_l[0, 0]], 3] == pytest.approx(brute[:, 3].max(), abs=1e-6) and one_s[0, 0] < 0
+
+
+def test_onnxruntime_keeps_a_bounded_number_of_thread_bindings():
+    """Each searching thread gets its own IO binding (buffers) for one-query searches; more threads than
+    MAX_BINDINGS at once drop the kept ones instead of holding a score buffer per thread forever."""
+    import threading
+
+    from hsst.gallery.index import MAX_BINDINGS
+
+    x = _unit(np.random.default_rng(10), 300)
+    index = TemplateIndex(192, IndexOptions(storage="int8"))
+    index.add(x, np.arange(300), ["o"] * 300)
+    together = threading.Barrier(MAX_BINDINGS + 4)
+    found = []
+
+    def search(i):
+        together.wait()  # all alive at once: distinct thread ids
+        found.append(index.search(np.ascontiguousarray(x[i:i + 1]), 1)[1][0, 0] == i)
+        together.wait()
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(MAX_BINDINGS + 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(found) == MAX_BINDINGS + 4 and all(found)
+    assert 0 < len(index._backend._bindings) <= MAX_BINDINGS
