@@ -5,7 +5,7 @@ reads the repository's ``docs/study`` split files). Three commands, from the rep
 
     python tools/study.py split  --lfw DIR [--out docs/study/lfw_split.json]     # once; committed
     python tools/study.py run    --out runs/study [--iters N] [--seeds 0,1] [--only PATTERNS]
-    python tools/study.py report --runs runs/study --out docs/RESULTS.md [--ablations runs/val]
+    python tools/study.py report --runs runs/study --out docs/RESULTS.md [--baselines runs/beside] [--ablations runs/val]
 
 Paths: the repository is this file's folder's parent (``REPO``); ``--split`` and ``split --out`` default to the
 repository's ``docs/study/lfw_split.json``; ``run --out`` / ``report --runs`` are relative to the current folder;
@@ -518,35 +518,46 @@ def _init_label(result: Dict[str, Any]) -> str:
     return f"(the init: {strength})" if strength else "(the init)"
 
 
-def render_ablations(ablations_dir: Path) -> List[str]:
-    """Markdown lines of the validation-split ablation table: one study folder per setting under
-    ``ablations_dir`` (``<setting>/study.json`` + ``<setting>/runs/*/result.json``), one row per finished run.
+def render_settings(settings_dir: Path, kind: str = "ablation", fingerprint: Optional[str] = None) -> List[str]:
+    """Markdown lines of a table of settings: one study folder per setting under ``settings_dir``
+    (``<setting>/study.json`` + ``<setting>/runs/*/result.json``), one row per finished run, then the commands.
+
+    Args:
+        kind: what the settings are, for the error message (``ablation``: validation split; ``baseline``: the
+            study's own test split).
+        fingerprint: the test images fingerprint every run must have been evaluated on (None: not checked).
 
     Raises:
-        DatasetError: no finished run under ``ablations_dir``.
+        DatasetError: no finished run under ``settings_dir``, or a run evaluated on other test images.
     """
     rows, commands = [], []
-    for setting in sorted(p for p in Path(ablations_dir).iterdir() if (p / "study.json").is_file()):
+    for setting in sorted(p for p in Path(settings_dir).iterdir() if (p / "study.json").is_file()):
         study = json.loads((setting / "study.json").read_text())
         cfg = study.get("config", {})
         options = _result_options(cfg.get("common_args", ""), cfg.get("train_args", ""))
         for name, rec in sorted(collect(setting).items()):
+            seen = rec["eval"]["nonmasked"].get("fingerprint")
+            if fingerprint is not None and seen != fingerprint:
+                raise DatasetError(f"{kind} run {setting.name}/{name} was evaluated on other test images "
+                                   f"(fingerprint {seen}, the study's {fingerprint}): run it with the study's --split")
             m, n = rec["eval"]["masked"]["summary"], rec["eval"]["nonmasked"]["summary"]
             cells = [m["rank1"], m["vr@far=0.01"], m["vr@far=0.001"], n["rank1"], n["vr@far=0.001"]]
             rows.append(f"| {setting.name} | {name} | `{options if name != INIT_NAME else _init_label(rec)}` | "
                         + " | ".join(f"{100 * c['mean']:.2f}" for c in cells) + " |")
         commands += _study_commands(study)
     if not rows:
-        raise DatasetError(f"no finished ablation runs under {ablations_dir}/<setting>/runs/*/result.json")
+        raise DatasetError(f"no finished {kind} runs under {settings_dir}/<setting>/runs/*/result.json")
     return (["| setting | run | hsst-train options | masked Rank-1 | masked VR@1% | masked VR@0.1% | "
              "non-masked Rank-1 | non-masked VR@0.1% |", "|---|---|---|---:|---:|---:|---:|---:|"] + rows
             + ["", "Commands:", "", "```"] + commands + ["```"])
 
 
 def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = None,
-                   notes: Optional[Path] = None, ablations: Optional[Path] = None) -> str:
+                   notes: Optional[Path] = None, ablations: Optional[Path] = None,
+                   baselines: Optional[Path] = None) -> str:
     """Write the results page ``out_md`` (docs/RESULTS.md) from the finished runs (tables, commands,
-    fingerprints, plots)."""
+    fingerprints, plots); ``baselines``: a folder of studies on the same test split (settings beside the
+    tables, e.g. the distillation baseline); ``ablations``: one of validation-split studies."""
     from hsst.eval.report import plot_roc
 
     runs_dir = Path(runs_dir)
@@ -565,6 +576,7 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
              "over seeds (n = number of seeds; for n = 2 it is the seeds' difference / sqrt 2).", "",
              f"Regenerate this page: `{COMMAND} report --runs " + str(runs_dir) + " --out " +
              _shown(out_md) + (f" --notes {_shown(notes)}" if notes else "")
+             + (f" --baselines {baselines}" if baselines else "")
              + (f" --ablations {ablations}" if ablations else "") + "`", ""]
     planned = [spec.name for spec in plan_runs(cfg.get("seeds", [0, 1]), cfg.get("all_seeds", False))]
     done = [name for name in planned if name in results]
@@ -634,6 +646,12 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
         met = d_r1 >= 0.03 and d_vr >= 0.05 and d_nm >= 0
         fmt = lambda d: f"{100 * d:+.2f}" if np.isfinite(d) else "n/a"  # noqa: E731
         lines.append(f"| {loss} | {fmt(d_r1)} | {fmt(d_vr)} | {fmt(d_nm)} | {'yes' if met else 'no'} |")
+    if baselines:
+        lines += ["", "## Beside the tables: other settings on the same test split", "",
+                  "Each setting is a study of its own (its `pretrain` row: the checkpoint it starts from or, for a "
+                  "baseline trained outside the study, the baseline itself), evaluated with this page's protocol "
+                  "on the same test images (checked by fingerprint).", ""]
+        lines += render_settings(Path(baselines), "baseline", any_rec["eval"]["nonmasked"]["fingerprint"])
     # plots: ROC of the masked and non-masked test for every softmax row
     lines += ["", "## ROC (softmax rows, seed 0)", ""]
     for test in TEST_SETS:
@@ -651,7 +669,7 @@ def render_results(runs_dir: Path, out_md: Path, plots_dir: Optional[Path] = Non
         lines += ["", "## Validation-split ablations", "",
                   "Settings tried to find out why HSST does or does not beat plain training, evaluated on the "
                   "validation split's test identities (never on the study's test split); one seed each. The "
-                  "`pretrain` row is the common init before fine-tuning.", ""] + render_ablations(Path(ablations))
+                  "`pretrain` row is the common init before fine-tuning.", ""] + render_settings(Path(ablations))
     lines += ["", "## Commands", "", "```"] + _study_commands(study)
     lines += ["```",
               "", "Training runs (each resumed with `--resume` when interrupted):", "",
@@ -750,11 +768,16 @@ def run_cmd(seeds: str, **options) -> None:
               help="Markdown file included as the page's 'Notes' section (choices made, what is left).")
 @click.option("--ablations", type=click.Path(file_okay=False, exists=True),
               help="Folder of validation-split studies, one per setting (run with --split of a validation split).")
-def report_cmd(runs_dir: str, out: str, plots: Optional[str], notes: Optional[str], ablations: Optional[str]) -> None:
+@click.option("--baselines", type=click.Path(file_okay=False, exists=True),
+              help="Folder of studies on the same test split, one per setting (e.g. the distillation baseline "
+                   "run as an --init with --only pretrain).")
+def report_cmd(runs_dir: str, out: str, plots: Optional[str], notes: Optional[str], ablations: Optional[str],
+               baselines: Optional[str]) -> None:
     """Write the results page (docs/RESULTS.md when --out names it) from the finished runs."""
     try:
         render_results(Path(runs_dir), Path(out), Path(plots) if plots else None,
-                       notes=Path(notes) if notes else None, ablations=Path(ablations) if ablations else None)
+                       notes=Path(notes) if notes else None, ablations=Path(ablations) if ablations else None,
+                       baselines=Path(baselines) if baselines else None)
     except HsstError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out}")

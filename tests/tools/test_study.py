@@ -4,12 +4,14 @@ import importlib.util
 import json
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hsst.core.errors import DatasetError
 from study import Study, StudyConfig, make_split, plan_runs, pretrain_identities, render_results
 
 
@@ -94,6 +96,21 @@ def test_study_runs_resumes_and_reports(orl_dir, tmp_path, monkeypatch):
     assert "| ext_init | pretrain | `(the init: pretrain, 2 / 2 iterations)` |" in text  # how strong each init is
     assert "| queue8 | pretrain | `(the init: pretrain, 2 / 2 iterations)` |" in text
 
+    # settings on the study's own test split beside the tables (e.g. a baseline evaluated as an --init)
+    (tmp_path / "beside").mkdir()
+    (tmp_path / "beside" / "distill").symlink_to(tmp_path / "ext", target_is_directory=True)
+    text = render_results(out, tmp_path / "RESULTS.md", baselines=tmp_path / "beside")
+    assert "## Beside the tables" in text and "--baselines" in text
+    assert "| distill | pretrain | `(the init: pretrain, 2 / 2 iterations)` |" in text
+    other = tmp_path / "beside_other" / "val_run"
+    shutil.copytree(tmp_path / "ext", other)
+    result = other / "runs" / "pretrain" / "result.json"
+    rec = json.loads(result.read_text())
+    rec["eval"]["nonmasked"]["fingerprint"] = "0" * 64  # as if evaluated on a validation split's test images
+    result.write_text(json.dumps(rec))
+    with pytest.raises(DatasetError, match="val_run/pretrain was evaluated on other test images"):
+        render_results(out, tmp_path / "RESULTS.md", baselines=tmp_path / "beside_other")
+
 
 def rec_init_sha(out):
     return json.loads((out / "runs" / "pretrain" / "result.json").read_text())["eval"]["masked"]["model_sha256"]
@@ -116,12 +133,13 @@ def test_spread_is_the_sample_standard_deviation():
     assert stat["n"] == 2 and abs(stat["mean"] - 0.42) < 1e-12 and abs(stat["std"] - 0.04 / 2 ** 0.5) < 1e-12
 
 
-def test_ablations_without_finished_runs_is_a_clear_error(tmp_path):
-    from hsst.core.errors import DatasetError
-    from study import render_ablations
+def test_settings_without_finished_runs_is_a_clear_error(tmp_path):
+    from study import render_settings
 
     with pytest.raises(DatasetError, match="no finished ablation runs"):
-        render_ablations(tmp_path)
+        render_settings(tmp_path)
+    with pytest.raises(DatasetError, match="no finished baseline runs"):
+        render_settings(tmp_path, "baseline")
 
 
 ROOT = Path(__file__).resolve().parents[2]
