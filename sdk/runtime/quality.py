@@ -14,6 +14,7 @@ import numpy as np
 
 from hsst.core.alignment import TEMPLATE_112
 from hsst.core.image import to_gray
+from hsst.face.mask_check import MaskCheck
 from hsst.runtime.config import QualityConfig
 
 # Nose height between the eye line and the mouth line on the frontal template (0.49).
@@ -142,23 +143,28 @@ class EnrolmentCheck:
     """Checks an enrolment photo needs beyond the gate's: exposure, and no mask over the lower face.
 
     A template made from a dark, burnt-out or masked face matches that person badly forever after, so
-    enrolment refuses such photos with the reason. Both measures run on the aligned crop (the model's template
-    puts eyes near 46 % and the mouth near 82 % of its height).
+    enrolment refuses such photos with the reason. All measures run on the aligned crop; the mask check is
+    :class:`hsst.face.mask_check.MaskCheck` (HOG + logistic regression on the nose-to-chin region, colour and
+    gray photos alike; its threshold refuses about 2% of unmasked validation crops, docs/MASKS.md).
 
     Args:
         min_brightness, max_brightness: accepted mean gray level of the crop (0..255).
         max_clipped: largest fraction of pixels at 0-5 or 250-255 (crushed shadows, blown highlights).
-        min_skin_below_nose: smallest fraction of the mouth-and-chin area whose colour (Lab a*, b*) lies within
-            ``skin_radius`` of the skin between the brows; a mask of another colour leaves almost none. A
-            heuristic: colour photos only (gray ones are not checked), and a skin-coloured mask passes.
-        skin_radius: Lab chroma distance counted as the same skin.
+        mask_check: the classifier (default: the shipped weights, loaded on first use); its ``threshold``
+            decides.
     """
 
     def __init__(self, min_brightness: float = 40.0, max_brightness: float = 215.0, max_clipped: float = 0.25,
-                 min_skin_below_nose: float = 0.05, skin_radius: float = 12.0) -> None:
+                 mask_check: Optional[MaskCheck] = None) -> None:
         self.min_brightness, self.max_brightness = min_brightness, max_brightness
         self.max_clipped = max_clipped
-        self.min_skin_below_nose, self.skin_radius = min_skin_below_nose, skin_radius
+        self._mask_check = mask_check
+
+    @property
+    def mask_check(self) -> MaskCheck:
+        if self._mask_check is None:
+            self._mask_check = MaskCheck.from_file()
+        return self._mask_check
 
     def reasons(self, crop: np.ndarray) -> List[str]:
         """Why the aligned crop is unfit for enrolment (empty: fit)."""
@@ -173,20 +179,8 @@ class EnrolmentCheck:
         if clipped > self.max_clipped:
             found.append(f"{clipped:.0%} of the face is black or white (limit {self.max_clipped:.0%}); "
                          "avoid backlight and flash glare")
-        skin = self.skin_below_nose(crop)
-        if skin is not None and skin < self.min_skin_below_nose:
-            found.append(f"the face looks masked (only {skin:.0%} of the mouth and chin look like skin); "
-                         "enrol an unmasked photo")
+        covered = self.mask_check.probability(crop)
+        if covered >= self.mask_check.threshold:
+            found.append(f"the lower face looks covered (mask check {covered:.2f} >= "
+                         f"{self.mask_check.threshold:.2f}); enrol a photo without a mask")
         return found
-
-    def skin_below_nose(self, crop: np.ndarray) -> Optional[float]:
-        """Fraction of the mouth-and-chin area with the skin colour of the brow area (None: gray crop)."""
-        if crop.ndim != 3 or crop.shape[2] != 3:
-            return None
-        side = crop.shape[0]
-        lab = cv2.cvtColor(cv2.resize(crop, (112, 112)) if side != 112 else crop, cv2.COLOR_BGR2LAB)
-        lab = lab.astype(np.float32)
-        skin = np.median(lab[26:42, 42:70].reshape(-1, 3), axis=0)   # between the brows: rarely covered
-        low = lab[80:106, 34:78].reshape(-1, 3)                       # mouth and chin
-        distance = np.linalg.norm(low[:, 1:] - skin[1:], axis=1)
-        return float(np.mean(distance < self.skin_radius))

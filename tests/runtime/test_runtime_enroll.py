@@ -43,3 +43,19 @@ def test_empty_or_missing_folder(enroller, tmp_path):
         enroller.enroll_dir(InMemoryGallery(), tmp_path)
     with pytest.raises(DatasetError, match="not found"):
         enroller.enroll_dir(InMemoryGallery(), tmp_path / "missing")
+
+
+def test_masked_photos_are_refused_with_the_reason(enroller, lfw_dir):
+    """A synthesized mask on a real photo, in colour or in simulated NIR, is refused by the mask check; the same
+    photo without it enrols."""
+    from hsst.synth.mask.synthesizer import MaskSynthesizer
+    from hsst.synth.nir import simulate_nir
+
+    (name, files), = lfw_people(lfw_dir, 3, 1, skip=5)
+    photo = read_image(files[0])
+    masked = MaskSynthesizer(seed=1).synthesize(photo).image
+    gallery = InMemoryGallery()
+    report = enroller.enroll(gallery, name, [photo, masked, simulate_nir(masked, 1)])
+    verdicts = [p.reason for p in report.photos]
+    assert report.photos[0].accepted and report.templates == 1
+    assert all("the lower face looks covered" in r and "without a mask" in r for r in verdicts[1:]), verdicts
