@@ -63,8 +63,8 @@ setup(
         "dev": ["pytest>=7.4", "scipy>=1.10", "vermin>=1.6"],
         # sample face photo of the quick start and examples (hsst.samples): ships inside the wheel
         "examples": ["scikit-image>=0.19"],
-        # FAISS flat search for large galleries (hsst.gallery.index picks it by size; numpy without it). The int8
-        # storage uses QT_8bit_direct_signed where the installed faiss has it (checked at run time); tested with 1.15
+        # FAISS flat search (hsst.gallery.index picks it by storage and size: float16, and int8 beyond 8M templates,
+        # through QT_8bit_direct_signed where the installed faiss has it, checked at run time); tested with 1.15
         "faiss": ["faiss-cpu>=1.8"],
     },
     entry_points={

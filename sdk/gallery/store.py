@@ -34,7 +34,8 @@ import numpy as np
 
 from hsst.core.errors import InputError
 from hsst.gallery.errors import ModelMismatch, StoreError, TamperedData, WrongKey
-from hsst.gallery.index import IndexOptions, TemplateIndex, check_vectors
+from hsst.gallery.flat import check_vectors
+from hsst.gallery.index import IndexOptions, TemplateIndex
 from hsst.gallery.keys import KeyProvider
 from hsst.gallery.records import (AuditEntry, Identity, Photo, PathLike, ReEmbedReport, SealedIdentity,
                                   SealedTemplate, TemplateInfo, VerifyReport, check_identity_id, default_actor, iso,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from hsst.core.errors import InputError
-from hsst.gallery.index import check_vectors
+from hsst.gallery.flat import check_vectors
 
 if TYPE_CHECKING:
     from hsst.runtime.config import GalleryConfig

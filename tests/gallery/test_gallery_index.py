@@ -1,11 +1,14 @@
-"""TemplateIndex: exact top-k on real embeddings, numpy, onnxruntime (int8) and FAISS agreeing per storage, the
+"""TemplateIndex and its backends (hsst.gallery.flat): exact top-k on real embeddings, numpy, onnxruntime (int8) and FAISS agreeing per storage, the
 switch by size, removal, input checks, and searches running while templates land."""
+
+import threading
 
 import numpy as np
 import pytest
 
 from hsst.core.errors import ConfigError, InputError
-from hsst.gallery.index import STORAGES, Codec, IndexOptions, TemplateIndex, faiss_available
+from hsst.gallery.flat import BLOCK_COLUMNS, MAX_BINDINGS, STORAGES, TAIL_MAX, Codec, faiss_available
+from hsst.gallery.index import IndexOptions, TemplateIndex
 
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss-cpu not installed (pip install 'hsst[faiss]')")
 
@@ -84,8 +87,6 @@ def test_onnxruntime_scores_the_int8_codes_exactly_as_numpy(real_faces):
 def test_onnxruntime_waiting_templates_are_searched_until_the_rebuild():
     """Templates added one at a time wait outside the session (scored by numpy) until enough wait; removals
     rebuild it. Every search, one query or many, equals a brute-force search over the same codes."""
-    from hsst.gallery.index import TAIL_MAX
-
     rng = np.random.default_rng(8)
     x = _unit(rng, 3000)
     codec = Codec("int8", 192)
@@ -247,8 +248,6 @@ def test_searches_run_while_templates_land(real_faces, searching, storage, backe
 def test_numpy_blocks_match_brute_force_across_block_boundaries(storage):
     """More templates than two numpy blocks, added in uneven chunks and partly removed: every top-k equals a
     brute-force search over the same codes (zero-padded block columns never win, labels stay with their rows)."""
-    from hsst.gallery.index import BLOCK_COLUMNS
-
     rng = np.random.default_rng(3)
     n = 2 * BLOCK_COLUMNS + 777
     x = _unit(rng, n)
@@ -286,10 +285,6 @@ def test_numpy_blocks_match_brute_force_across_block_boundaries(storage):
 def test_onnxruntime_keeps_a_bounded_number_of_thread_bindings():
     """Each searching thread gets its own IO binding (buffers) for one-query searches; more threads than
     MAX_BINDINGS at once drop the kept ones instead of holding a score buffer per thread forever."""
-    import threading
-
-    from hsst.gallery.index import MAX_BINDINGS
-
     x = _unit(np.random.default_rng(10), 300)
     index = TemplateIndex(192, IndexOptions(storage="int8"))
     index.add(x, np.arange(300), ["o"] * 300)
