@@ -219,8 +219,7 @@ class TemplateIndex:
         """The backend's top-k (read lock held); a best score that is not finite (a NaN or inf query, or values
         so large that a product overflows float32) is refused, saying why."""
         scores, labels = self._backend.search(q, k)
-        top = scores[:, 0]
-        if not (math.isfinite(top[0]) if len(top) == 1 else np.isfinite(top).all()):
+        if not (math.isfinite(scores[0, 0]) if scores.shape[0] == 1 else np.isfinite(scores[:, 0]).all()):
             check_vectors(q, self.dim, "queries")  # raises, saying what is wrong
         return scores, labels
 
