@@ -11,7 +11,9 @@
 # on the device (the carried venv's torch is the CPU build); it checks that first and says so. It trains every
 # Table I/II run (plain with an imprinted head, HSST; four losses; masked and non-masked training; seeds 0 and 1
 # for the headline rows) on the GPU with the validation split's choices (lr 1e-4, ema 0.97, queue 128),
-# evaluates each on the test split, and writes OUT/study (results, logs, checkpoints) plus OUT/RESULTS.md.
+# evaluates each on the test split; beside the tables, on the same test images, the label-free distillation
+# baseline (`hsst-train --method distill` from the MS1M teacher, carried in the pack) and HSST with the teacher
+# term (`--teacher-weight 10`); it writes OUT/study, OUT/beside (results, logs, checkpoints) and OUT/RESULTS.md.
 # Budget: ITERS (default 600 iterations of 64) keeps the grid near 6 minutes on an H100; the device tool's
 # limit is 10 minutes per command, so pass timeout_s 600 and rerun it to resume (finished runs are skipped).
 #
@@ -46,6 +48,9 @@ for name in names:
 print(f"{count} crops of {len(names)} identities in {dst}")
 EOF
   [ -f "$dest/init.pt" ] || python -m hsst.train.models.pretrained save mobilefacenet-ms1m --out "$dest/init.pt"
+  # the distillation's teacher: the fetched .tflite, where hsst.pretrained finds it ($HSST_CACHE/models)
+  mkdir -p "$dest/cache/models"
+  cp "$(python -c 'from hsst.pretrained import pretrained_path; print(pretrained_path("mobilefacenet-ms1m"))')" "$dest/cache/models/"
   du -sh "$dest"
 }
 
@@ -60,7 +65,18 @@ run() {
       --seeds 0,1 --device cuda --no-progress --eval-batch-size 256 --out "$out/study" \
       --common-args '--input-size 112 --batch-size 64 --workers 4 --save-every 100' \
       --train-args '--lr 0.0001 --ema 0.97' 2>&1 | tee -a "$out/study.log"
-  python tools/study.py report --runs "$out/study" --out "$out/RESULTS.md"
+  local distill="$out/beside_runs/distill"
+  [ -f "$distill/train_done.json" ] || HSST_CACHE="$pack/cache" python -m hsst.train.cli --method distill --init mobilefacenet-ms1m \
+      --data "$out/study/data/train" --nir-transform nir-sim+mask --input-size 112 --batch-size 64 \
+      --iters "${DISTILL_ITERS:-250}" --lr 0.001 --device cuda --workers 4 --save-every 50 --no-progress \
+      --out "$distill" $([ -f "$distill/last.ckpt" ] && echo --resume) 2>&1 | tee -a "$out/study.log"
+  python tools/study.py run --lfw "$pack/crops" --faces aligned --init "$distill/probe_net.pt" --seeds 0 \
+      --device cuda --no-progress --eval-batch-size 256 --out "$out/beside/distill" --only pretrain 2>&1 | tee -a "$out/study.log"
+  python tools/study.py run --lfw "$pack/crops" --faces aligned --init "$pack/init.pt" --iters "${ITERS:-600}" \
+      --seeds 0,1 --device cuda --no-progress --eval-batch-size 256 --out "$out/beside/hsst_teacher10" \
+      --common-args '--input-size 112 --batch-size 64 --workers 4 --save-every 100' \
+      --train-args '--lr 0.0001 --ema 0.97 --teacher-weight 10' --only 'pretrain,hsst-softmax-masked-*' 2>&1 | tee -a "$out/study.log"
+  python tools/study.py report --runs "$out/study" --out "$out/RESULTS.md" --baselines "$out/beside"
 }
 
 case "${1:-}" in
