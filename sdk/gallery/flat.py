@@ -351,7 +351,7 @@ class OnnxInt8Flat(_Flat):
         self._sealed = 0
         self._session = None
         self._tail = np.zeros((codec.dim, 0), np.float32)
-        self._bindings: Dict[int, tuple] = {}  # thread id -> (binding, query buffer, scores buffer), this session's
+        self._bindings: Dict[int, tuple] = {}  # thread id -> (binding, its buffers, their OrtValues), this session's
 
     def codes(self) -> np.ndarray:
         """(N, D) codes, row by row (a copy)."""
@@ -405,7 +405,6 @@ class OnnxInt8Flat(_Flat):
 
             if len(self._bindings) >= MAX_BINDINGS:  # threads come and go (a server's): bound the buffers kept
                 self._bindings.clear()
-
             buffers = (np.empty((1, self.codec.dim), np.float32), np.empty((1, self._sealed), np.int32),
                        np.empty((1, 1), np.float32))
             values = [ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]
