@@ -132,15 +132,13 @@ def samples(files: List[Path], synth: MaskSynthesizer, rng: np.random.Generator,
         masked = synth.synthesize(crop, rng=rng, nir=nir, face=vertices).image
         views = {"clean": crop, "masked": masked, "occluded": occlude(crop, rng)}
         if paster:
-            pasted, name = paster.paste(crop, vertices, rng)
-            views["masktheface"] = views[f"masktheface:{name}"] = pasted
+            views["masktheface"], template = paster.paste(crop, vertices, rng)
         for kind, image in views.items():
-            if kind.startswith("masktheface:"):  # the same view, filed per template too
-                out.setdefault(kind, []).append(out["masktheface"][-1])
-                continue
             if nir:
                 image = simulate_nir(image, rng)
             out[kind].append(mask_features(jitter(image, rng)))
+        if paster:  # the same features, filed per template too
+            out.setdefault(f"masktheface:{template}", []).append(out["masktheface"][-1])
     return out
 
 

@@ -425,11 +425,12 @@ class OnnxInt8Flat(_Flat):
             scores, factor = self._run_one(queries)
             i = int(scores.argmax())
             return (np.float32(scores[i]) * factor).reshape(1, 1), self._labels[i:i + 1].reshape(1, 1).copy()
-        q, factor = self.codec.prepare(queries)  # refuses a NaN / inf query before any kernel
         scores = np.empty((n, nq), np.float32)
-        if sealed:
-            scores[:sealed] = self._session.run(["scores"], {"query": queries})[0].T
-        if n > sealed:
+        if sealed:  # the graph quantises the queries itself and gives their factor
+            sealed_scores, factor = self._session.run(None, {"query": queries})
+            scores[:sealed], factor = sealed_scores.T, factor[:, 0]
+        if n > sealed:  # the codec's numpy quantisation: the same numbers
+            q, factor = self.codec.prepare(queries)
             scores[sealed:] = np.matmul(q, self._tail).T
         top_s, top_l = _top_k(scores, self._labels[:n], k)
         top_s *= factor[:, None]
