@@ -160,10 +160,14 @@ def bench_size(n: int, real, fill_seed: int, default_threads: int, args) -> Dict
         top = exact if storage == "float32" else top1_labels(indexes[f"{storage}/numpy"], queries)
         accuracy[storage] = {"rank1": float((names[top] == truth).mean()), "agree": float((top == exact).mean())}
     clipped = float((np.abs(x) > indexes["int8/numpy"].codec.range).mean())
+    # a removal rebuilds the onnxruntime int8 session over every code: what an un-enrolment costs (after timing)
+    t0 = time.perf_counter()
+    indexes["int8/auto"].remove([int(labels[-1])])
+    int8_remove_s = time.perf_counter() - t0
 
     row = {"n": n, "real": n_real, "baseline": base_name, "baseline_ms": base, "queries_timed": args.rounds * per_round,
            "timing": timing, "backends": {k: v.backend for k, v in indexes.items()}, "accuracy": accuracy,
-           "int8_clipped_fraction": clipped}
+           "int8_clipped_fraction": clipped, "int8_remove_s": int8_remove_s}
     del indexes, x
     gc.collect()
     return row
@@ -228,7 +232,9 @@ def main() -> int:
     print(report(rows))
     print("\nratio = baseline ms / ms (> 1: faster than FAISS flat); backend: what TemplateIndex used; "
           "rank-1 over real held-out probes; clipped int8 components: "
-          + ", ".join(f"{r['n']:,}: {r['int8_clipped_fraction']:.1e}" for r in rows))
+          + ", ".join(f"{r['n']:,}: {r['int8_clipped_fraction']:.1e}" for r in rows)
+          + "; int8 removal of one template (rebuilds its session): "
+          + ", ".join(f"{r['n']:,}: {r['int8_remove_s']:.3f} s" for r in rows))
     if args.json:
         args.json.write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     return 0

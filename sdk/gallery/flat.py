@@ -281,8 +281,8 @@ class NumpyFlat(_Flat):
 
 
 #: Templates added since the onnxruntime session was built that may wait (scored by numpy) before it is
-#: rebuilt: at most this many, and at most 1/64 of the built ones (a rebuild costs a few ms at 10k templates and
-#: about a second at 1M; a waiting template costs a float32 column in every search).
+#: rebuilt: at most this many, and at most 1/64 of the built ones (a rebuild costs milliseconds at 10k templates and
+#: seconds at 1M, bench/bench_gallery.py's last line; a waiting template costs a float32 column in every search).
 TAIL_MAX = 1024
 #: IO bindings kept per onnxruntime session (one per searching thread; each holds a score buffer of 4 bytes per
 #: template): beyond this many threads all are dropped and remade on their thread's next search.
@@ -337,8 +337,8 @@ class OnnxInt8Flat(_Flat):
     its initializer, which onnxruntime prepacks when it loads: a search is one run over them. Templates added
     later wait as float32 columns (``_tail``, scored by numpy, exact on these integers) until more than
     :data:`TAIL_MAX` (or 1/64 of the sealed ones) wait; then the session is rebuilt over all codes. A removal
-    rebuilds it at once. One-query searches reuse a per-thread IO binding whose buffers are bound once, which
-    leaves about 10 us of fixed cost per search.
+    rebuilds it at once. One-query searches reuse a per-thread IO binding whose buffers are bound once (cheaper
+    than a run that allocates its outputs).
     """
 
     name = "onnxruntime"
