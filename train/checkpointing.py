@@ -14,7 +14,6 @@ which is atomic on POSIX and Windows: a process killed mid-write leaves the prev
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 import zipfile

@@ -65,10 +65,9 @@ class DlibTeacher:
 
     def __init__(self) -> None:
         try:
-            import dlib  # noqa: F401  (optional extra)
+            import dlib  # optional extra
         except ImportError as exc:
             raise ConfigError(f"--teacher dlib needs dlib: {_INSTALL}") from exc
-        import dlib
 
         folder = _model_dir()
         files = {"shape": folder / "shape_predictor_5_face_landmarks.dat",

@@ -4,7 +4,6 @@ masked simulated-NIR probe through hsst.Gate."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
